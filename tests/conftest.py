@@ -7,3 +7,56 @@ import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+# ---- models / conversion (models engineer) ----------------------------------------------------
+import importlib.util  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def torch_reference():
+    """tests/models/torch_reference.py: PyTorch reference models and the parity check.
+
+    Skips the test when PyTorch is missing: it is the optional `torch` extra."""
+    pytest.importorskip("torch", reason="needs PyTorch (pip install 'pisa-jax[torch]')")
+    pytest.importorskip("torchvision", reason="needs torchvision (pip install 'pisa-jax[torch]')")
+    path = Path(__file__).parent / "models" / "torch_reference.py"
+    spec = importlib.util.spec_from_file_location("torch_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def quick_init():
+    """quick_init(model, *args, **kwargs) -> variables, as `model.init` would give, but drawn with
+    numpy: shapes come from tracing only, because compiling JAX's random init of a ResNet takes
+    5-20 s on 2 CPU cores. Kernels He-normal (fan in), BN scale/var 1, biases/means 0."""
+    import jax
+    import numpy as np
+
+    def init(model, *args, seed=0, **kwargs):
+        rng = np.random.default_rng(seed)
+        shapes = jax.eval_shape(lambda: model.init(
+            {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, *args, **kwargs))
+
+        def draw(path, leaf):
+            name = path[-1].key
+            if name == "kernel":
+                fan_in = int(np.prod(leaf.shape[:-1]))
+                return (rng.standard_normal(leaf.shape) * np.sqrt(2 / fan_in)).astype(leaf.dtype)
+            return (np.ones if name in ("scale", "var") else np.zeros)(leaf.shape, leaf.dtype)
+        return jax.tree_util.tree_map_with_path(draw, dict(shapes))
+    return init
+
+
+# ---- data (data engineer) ---------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def synthetic_tiny(tmp_path_factory):
+    """The "tiny" synthetic dataset (20 train / 10 test samples of 2 clips x 8 frames, 32x32
+    frames, 32x32 spectrograms), built once per test session: a pisa_jax.data.DatasetRef."""
+    from pisa_jax.data.synthetic import ensure_synthetic
+    return ensure_synthetic(tmp_path_factory.mktemp("pisa_data"), size="tiny")

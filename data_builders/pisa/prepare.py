@@ -1,0 +1,69 @@
+"""Building a PISA-layout dataset: check everything, then write through TFDS.
+
+Nothing is written when a check fails (unless skip_bad); TFDS writes into a temporary
+`incomplete.*` folder and renames it only when every split is complete, so an interrupted build
+never leaves a folder that loads as a dataset.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import tensorflow_datasets as tfds
+
+from data_builders.pisa.pisa_dataset_builder import SKIPPED_FILE, Builder, PisaConfig
+from pisa_jax.data.errors import DataError
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildResult:
+    path: Path                    # <data_dir>/pisa/<config>/<version>
+    split_sizes: dict[str, int]
+    skipped: list[dict]           # [{"key", "split", "problems"}], also in skipped_samples.json
+
+
+def default_data_dir() -> str:
+    return os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
+
+
+def make_config(name: str = "consecutive", annotations: str | None = None) -> PisaConfig:
+    """A named config; with `annotations`, a copy reading them, named <config>_<file stem>."""
+    known = {c.name: c for c in Builder.BUILDER_CONFIGS}
+    if name not in known:
+        raise DataError([(name, f"unknown config; choose one of {sorted(known)}")])
+    if annotations is None:
+        return known[name]
+    stem = Path(annotations).stem.replace("-", "_").replace(".", "_")
+    return dataclasses.replace(known[name], name=f"{name}_{stem}",
+                               annotations=os.path.abspath(annotations))
+
+
+def build(config: str | PisaConfig, manual_dir: str | os.PathLike,
+          data_dir: str | os.PathLike | None = None, *, skip_bad: bool = False,
+          num_workers: int | None = None) -> BuildResult:
+    """Checks every video, then writes the dataset (array_record); reuses a finished one."""
+    config = make_config(config) if isinstance(config, str) else config
+    data_dir = os.fspath(data_dir or default_data_dir())
+    builder = Builder(config=config, data_dir=data_dir, file_format="array_record",
+                      skip_bad=skip_bad, num_workers=num_workers)
+    path = Path(builder.data_path)
+    if not (path / "dataset_info.json").is_file():
+        checked = builder.check(os.path.abspath(manual_dir))
+        problems = checked[2]
+        if problems and not skip_bad:
+            raise DataError(problems, header=f"{len(problems)} problem(s); nothing was written "
+                                             "(--skip_bad builds the rest):")
+        builder._checked = checked  # pylint: disable=protected-access
+        with tempfile.TemporaryDirectory() as downloads:  # nothing is downloaded
+            builder.download_and_prepare(
+                download_dir=downloads,
+                download_config=tfds.download.DownloadConfig(
+                    manual_dir=os.path.abspath(manual_dir), try_download_gcs=False))
+    info = tfds.builder_from_directory(os.fspath(path)).info
+    skipped_file = path / SKIPPED_FILE
+    skipped = json.loads(skipped_file.read_text()) if skipped_file.is_file() else []
+    return BuildResult(path, {name: split.num_examples for name, split in info.splits.items()},
+                       skipped)

@@ -1,0 +1,178 @@
+"""Batches for pmap: shuffled and flipped training batches, padded evaluation batches,
+prefetching to the devices, and on-device normalisation.
+
+Every batch is a dict of numpy arrays with a leading [local devices, per-device batch] pair:
+    video uint8 [D, b, clips, T, H, W, 3], spectrogram (stored dtype) [D, b, H, W] or
+    [D, b, clips, H, W], label int32 [D, b], mask bool [D, b].
+The global batch is split across hosts: host p takes rows [p * G/P, (p+1) * G/P) of it.
+
+    ds = open_dataset("synthetic")
+    for epoch in range(epochs):
+        batches = train_batches(ds.train, global_batch_size=8, seed=0, epoch=epoch,
+                                num_local_devices=jax.local_device_count())
+        for batch in prefetch_to_device(batches):
+            state = p_train_step(state, batch)  # prepare_inputs(batch, *NORMALIZATION["hara"])
+"""
+from __future__ import annotations
+
+import concurrent.futures as futures
+import functools
+import math
+import os
+import queue
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from pisa_jax.data.dataset import Dataset, SampleSource, open_dataset, open_path  # noqa: F401
+
+# Mean / std of the pretrained checkpoints (SPEC section 2), RGB, for pixels scaled to [0, 1].
+NORMALIZATION = {
+    "hara": ((0.4345, 0.4051, 0.3775), (0.2768, 0.2713, 0.2737)),
+    "torchvision": ((0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989)),
+}
+BATCH_KEYS = ("video", "spectrogram", "label")
+
+
+def steps_per_epoch(num_samples: int, global_batch_size: int) -> int:
+    """Training steps per epoch (the last incomplete batch is dropped)."""
+    return num_samples // global_batch_size
+
+
+def eval_steps(num_samples: int, global_batch_size: int) -> int:
+    """Evaluation steps (the last batch is padded)."""
+    return math.ceil(num_samples / global_batch_size)
+
+
+def _hosts(process_index, process_count) -> tuple[int, int]:
+    if process_index is None or process_count is None:
+        import jax
+        process_index = jax.process_index() if process_index is None else process_index
+        process_count = jax.process_count() if process_count is None else process_count
+    return process_index, process_count
+
+
+def _rows_per_host(global_batch_size: int, process_count: int, num_local_devices: int) -> int:
+    if global_batch_size % (process_count * num_local_devices):
+        raise ValueError(f"global batch {global_batch_size} does not split evenly over "
+                         f"{process_count} host(s) x {num_local_devices} device(s)")
+    return global_batch_size // process_count
+
+
+@functools.lru_cache(maxsize=1)
+def _readers() -> futures.ThreadPoolExecutor:
+    # Reading decompresses zlib (releases the GIL): threads read a batch in parallel.
+    return futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1), "pisa-read")
+
+
+def _assemble(source: SampleSource, rows: np.ndarray, flips: np.ndarray | None,
+              mask: np.ndarray, num_devices: int) -> dict:
+    samples = list(_readers().map(source.__getitem__, rows))
+    video = np.empty((len(rows), *samples[0]["video"].shape), np.uint8)
+    for i, sample in enumerate(samples):  # flip = the same mirror for all frames (W axis)
+        flipped = flips is not None and flips[i]
+        video[i] = sample["video"][..., ::-1, :] if flipped else sample["video"]
+    batch = {"video": video,
+             "spectrogram": np.stack([s["spectrogram"] for s in samples]),
+             "label": np.array([s["label"] for s in samples], np.int32),
+             "mask": mask}
+    per_device = len(rows) // num_devices
+    return {k: v.reshape(num_devices, per_device, *v.shape[1:]) for k, v in batch.items()}
+
+
+def train_batches(source: SampleSource, *, global_batch_size: int, num_local_devices: int,
+                  seed: int, epoch: int, start_step: int = 0, process_index: int | None = None,
+                  process_count: int | None = None, flip: bool = True) -> Iterator[dict]:
+    """One epoch of training batches, from step `start_step` on (to resume mid-epoch).
+
+    Order = permutation drawn from (seed, epoch); flip of sample i drawn from (seed, epoch)
+    and indexed by i, so neither depends on the number of hosts or on where a run resumed.
+    """
+    process_index, process_count = _hosts(process_index, process_count)
+    per_host = _rows_per_host(global_batch_size, process_count, num_local_devices)
+    n = len(source)
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    flips = np.random.default_rng([seed, epoch, 1]).integers(0, 2, n).astype(bool)
+    for step in range(start_step, steps_per_epoch(n, global_batch_size)):
+        rows = order[step * global_batch_size:(step + 1) * global_batch_size]
+        rows = rows[process_index * per_host:(process_index + 1) * per_host]
+        yield _assemble(source, rows, flips[rows] if flip else None,
+                        np.ones(per_host, bool), num_local_devices)
+
+
+def eval_batches(source: SampleSource, *, global_batch_size: int, num_local_devices: int,
+                 process_index: int | None = None,
+                 process_count: int | None = None) -> Iterator[dict]:
+    """Every sample once, in order; the last batch is padded (with sample 0) and masked."""
+    process_index, process_count = _hosts(process_index, process_count)
+    per_host = _rows_per_host(global_batch_size, process_count, num_local_devices)
+    n = len(source)
+    for step in range(eval_steps(n, global_batch_size)):
+        rows = np.arange(step * global_batch_size, (step + 1) * global_batch_size)
+        rows = rows[process_index * per_host:(process_index + 1) * per_host]
+        mask = rows < n
+        yield _assemble(source, np.where(mask, rows, 0), None, mask, num_local_devices)
+
+
+def prefetch_to_device(iterator: Iterable[dict], size: int = 2,
+                       devices: Sequence | None = None) -> Iterator[dict]:
+    """Puts batches on the local devices (leading axis split across them, as pmap expects)
+    from a background thread, `size` batches ahead of the consumer."""
+    import jax
+    devices = list(devices or jax.local_devices())
+    mesh = jax.sharding.Mesh(np.array(devices), ("devices",))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("devices"))
+    buffer: queue.Queue = queue.Queue(maxsize=size)
+    stop = threading.Event()
+    done = object()
+
+    def put(item) -> bool:  # False once the consumer has gone
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce():
+        try:
+            for batch in iterator:
+                if not put(jax.tree_util.tree_map(lambda x: jax.device_put(x, sharding), batch)):
+                    return
+            put(done)
+        except BaseException as error:  # handed to the consumer, raised there
+            put(error)
+
+    thread = threading.Thread(target=produce, daemon=True, name="prefetch_to_device")
+    thread.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+def prepare_inputs(batch: dict, mean: Sequence[float], std: Sequence[float], dtype=None) -> dict:
+    """On device, inside the step: video uint8 -> (x / 255 - mean) / std; spectrogram -> [0, 1].
+
+    Returns a new dict (the input is not modified); both in `dtype` (default float32).
+    """
+    import jax.numpy as jnp
+    dtype = dtype or jnp.float32
+    out = dict(batch)
+    if "video" in batch:
+        video = batch["video"].astype(jnp.float32) / 255.0
+        out["video"] = ((video - jnp.asarray(mean, jnp.float32))
+                        / jnp.asarray(std, jnp.float32)).astype(dtype)
+    if "spectrogram" in batch:
+        spec = batch["spectrogram"]
+        scale = 255.0 if spec.dtype == jnp.uint8 else 1.0
+        out["spectrogram"] = (spec.astype(jnp.float32) / scale).astype(dtype)
+    return out

@@ -1,0 +1,141 @@
+"""Pieces shared by the 2D and 3D ResNets: PyTorch-padded convolutions, BatchNorm, residual blocks.
+
+Every layer here takes PyTorch weights, so padding is always the explicit `(p, p)` per spatial
+dim that the PyTorch layer declares: Flax's 'SAME' pads strided convolutions asymmetrically and
+would shift every feature map by a pixel. The submodule names (conv1, bn1, ..., downsample_conv,
+downsample_bn, fc) are what the conversion table in `pisa_jax/convert.py` maps PyTorch keys onto.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+from jax import lax
+
+# Hara and torchvision both initialise convolutions with kaiming_normal(mode="fan_out", relu).
+KAIMING_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+# depth -> (block kind, blocks per stage); the same table for 2D (torchvision) and 3D (Hara).
+STAGE_LAYOUTS = {
+    10: ("basic", (1, 1, 1, 1)),
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+    200: ("bottleneck", (3, 24, 36, 3)),
+}
+EXPANSION = {"basic": 1, "bottleneck": 4}
+
+
+def feature_dim(depth: int, base_width: int = 64) -> int:
+    """Width of the pooled features: 512 (basic blocks) or 2048 (bottlenecks) at base_width 64."""
+    kind, _ = STAGE_LAYOUTS[depth]
+    return base_width * 8 * EXPANSION[kind]
+
+
+def torch_conv(features: int, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int],
+               *, dtype: Any, name: str) -> nn.Conv:
+    """A bias-free convolution padded exactly like `torch.nn.ConvNd(..., padding=padding)`."""
+    return nn.Conv(features, kernel_size=tuple(kernel), strides=tuple(stride),
+                   padding=tuple((p, p) for p in padding), use_bias=False, dtype=dtype,
+                   param_dtype=jnp.float32, kernel_init=KAIMING_FAN_OUT, name=name)
+
+
+def torch_batch_norm(train: bool, *, dtype: Any, axis_name: str | None, name: str) -> nn.BatchNorm:
+    """BatchNorm with PyTorch's eps and momentum (torch 0.1 == flax 0.9); float32 scale and stats.
+
+    With `axis_name` set (e.g. "batch" under pmap) the batch statistics are averaged over devices.
+    """
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
+                        param_dtype=jnp.float32, axis_name=axis_name, name=name)
+
+
+def torch_max_pool(x: jnp.ndarray, window: int, stride: int, padding: int) -> jnp.ndarray:
+    """`torch.nn.MaxPoolNd(window, stride, padding)` on channels-last x: pads with -inf.
+
+    x: [N, *spatial, C]; the same window/stride/padding on every spatial dim; floor mode.
+    """
+    spatial = x.ndim - 2
+    return lax.reduce_window(
+        x, -jnp.inf, lax.max,  # a Python scalar: lax then picks its differentiable max-pool
+        (1,) + (window,) * spatial + (1,), (1,) + (stride,) * spatial + (1,),
+        ((0, 0),) + ((padding, padding),) * spatial + ((0, 0),))
+
+
+class ResidualBlock(nn.Module):
+    """Basic block (two 3^n convs) or bottleneck (1, 3^n, 1; stride on the 3^n conv, "v1.5").
+
+    The shortcut is a strided 1^n conv + BN when the shape changes (Hara's type B, torchvision's
+    only kind), the identity otherwise. x: [N, *spatial, C_in] -> [N, *spatial / stride, planes * e].
+    """
+    kind: str
+    planes: int
+    stride: int
+    ndim: int
+    dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+        n = self.ndim
+        one, three, none = (1,) * n, (3,) * n, (0,) * n
+        strided = (self.stride,) * n
+
+        def conv(features, kernel, stride, padding, name):
+            return torch_conv(features, kernel, stride, padding, dtype=self.dtype, name=name)
+
+        def bn(name):
+            return torch_batch_norm(train, dtype=self.dtype, axis_name=self.bn_axis_name, name=name)
+
+        out_features = self.planes * EXPANSION[self.kind]
+        if self.kind == "basic":
+            y = nn.relu(bn("bn1")(conv(self.planes, three, strided, one, "conv1")(x)))
+            y = bn("bn2")(conv(self.planes, three, one, one, "conv2")(y))
+        else:
+            y = nn.relu(bn("bn1")(conv(self.planes, one, one, none, "conv1")(x)))
+            y = nn.relu(bn("bn2")(conv(self.planes, three, strided, one, "conv2")(y)))
+            y = bn("bn3")(conv(out_features, one, one, none, "conv3")(y))
+
+        shortcut = x
+        if self.stride != 1 or x.shape[-1] != out_features:
+            shortcut = conv(out_features, one, strided, none, "downsample_conv")(x)
+            shortcut = bn("downsample_bn")(shortcut)
+        return nn.relu(y + shortcut)
+
+
+def residual_stages(x: jnp.ndarray, depth: int, *, base_width: int, train: bool, dtype: Any,
+                    bn_axis_name: str | None) -> jnp.ndarray:
+    """The four stages (layer1..layer4) of a ResNet; call inside a compact parent module.
+
+    Blocks are named `layer{stage}_{index}` (PyTorch's `layer{stage}.{index}`). Stages 2-4 start
+    with stride 2 in every spatial dim (in T too for 3D, as Hara and torchvision do).
+    x: [N, *spatial, C] -> [N, *spatial / 8, 8 * base_width * expansion].
+    """
+    kind, blocks_per_stage = STAGE_LAYOUTS[depth]
+    for stage, blocks in enumerate(blocks_per_stage):
+        for index in range(blocks):
+            stride = 2 if stage > 0 and index == 0 else 1
+            x = ResidualBlock(kind, base_width * 2 ** stage, stride, ndim=x.ndim - 2, dtype=dtype,
+                              bn_axis_name=bn_axis_name,
+                              name=f"layer{stage + 1}_{index}")(x, train)
+    return x
+
+
+def pool_and_classify(x: jnp.ndarray, num_classes: int | None, *, dtype: Any) -> jnp.ndarray:
+    """Global average pool (in float32) then, if num_classes, the `fc` layer.
+
+    x: [N, *spatial, C] -> [N, C] features or [N, num_classes] logits, both float32.
+    """
+    features = jnp.mean(x.astype(jnp.float32), axis=tuple(range(1, x.ndim - 1)))
+    if num_classes is None:
+        return features
+    logits = nn.Dense(num_classes, dtype=dtype, param_dtype=jnp.float32, name="fc")(features)
+    return logits.astype(jnp.float32)
+
+
+def check_depth(depth: int, allowed: Sequence[int], what: str) -> None:
+    if depth not in allowed:
+        raise ValueError(f"{what}: depth {depth} not supported; choose one of {sorted(allowed)}")

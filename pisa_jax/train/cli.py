@@ -1,0 +1,107 @@
+"""Command-line flags of train.py: one flag per TrainConfig field, plus run-environment flags.
+
+A preset (--preset, default "paper") sets the starting values; flags given explicitly override
+them. Run-environment flags (workdir, multi-host coordinates, --override_config) are not part of
+the config: they do not change what is computed.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from typing import Any, Sequence
+
+from pisa_jax.train.config import PRESETS, TrainConfig, TrainConfigError, preset
+
+
+@dataclasses.dataclass(frozen=True)
+class RunArgs:
+    config: TrainConfig
+    workdir: str
+    override_config: bool
+    coordinator_address: str | None
+    num_processes: int | None
+    process_id: int | None
+
+
+def _parse_optional_str(text: str) -> str | None:
+    return None if text.lower() in ("", "none") else text
+
+
+def _int_tuple(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+
+
+def _str_tuple(text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+def _flag_kwargs(field: dataclasses.Field, hints: dict[str, Any]) -> dict[str, Any]:
+    """argparse arguments for one config field, from its type annotation."""
+    kind = hints[field.name]
+    args = typing.get_args(kind)
+    shown = field.default
+    if isinstance(shown, tuple):
+        shown = ",".join(map(str, shown))
+    help_text = f"{field.metadata['help']} [paper: {shown}]"
+    if kind is bool:
+        return dict(action=argparse.BooleanOptionalAction, help=help_text)
+    if kind in (int, float):
+        return dict(type=kind, metavar=kind.__name__.upper(), help=help_text)
+    if kind is str:
+        return dict(type=str, metavar="STR", help=help_text)
+    if typing.get_origin(kind) in (typing.Union, types.UnionType) and str in args:
+        return dict(type=_parse_optional_str, metavar="STR|none", help=help_text)
+    if typing.get_origin(kind) is tuple and args[0] is int:
+        return dict(type=_int_tuple, metavar="A,B", help=help_text)
+    if typing.get_origin(kind) is tuple and args[0] is str:
+        return dict(type=_str_tuple, metavar="A,B", help=help_text)
+    raise TypeError(f"no flag type for config field {field.name}: {kind}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="train.py",
+        description="Train the audio-visual piano skill model (Zhao, Wang, Cai 2023) with "
+                    "data-parallel pmap over all devices; resumes from the workdir.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        argument_default=argparse.SUPPRESS)  # so we know which flags were given explicitly
+    run = parser.add_argument_group("run")
+    run.add_argument("--preset", default="paper", choices=sorted(PRESETS),
+                     help="starting values: 'paper' (the paper's recipe), 'demo' (CPU demo on the "
+                          "synthetic data, minutes), 'smoke' (tests)")
+    run.add_argument("--workdir", required=True,
+                     help="directory for checkpoints, config.json, metrics and reports; "
+                          "re-running the same command resumes from it")
+    run.add_argument("--override_config", action="store_true", default=False,
+                     help="resume even if the workdir's config.json differs from these flags")
+    multi = parser.add_argument_group("multi-host (leave unset on one machine; cluster "
+                                      "environments such as SLURM are detected)")
+    multi.add_argument("--coordinator_address", type=str, default=None,
+                       help="host:port of process 0 for jax.distributed.initialize")
+    multi.add_argument("--num_processes", type=int, default=None, help="number of processes (hosts)")
+    multi.add_argument("--process_id", type=int, default=None, help="index of this process")
+
+    fields = parser.add_argument_group("config (one flag per TrainConfig field)")
+    hints = typing.get_type_hints(TrainConfig)
+    for field in dataclasses.fields(TrainConfig):
+        fields.add_argument(f"--{field.name}", **_flag_kwargs(field, hints))
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> RunArgs:
+    parser = build_parser()
+    ns = vars(parser.parse_args(argv))
+    field_names = {f.name for f in dataclasses.fields(TrainConfig)}
+    overrides = {k: v for k, v in ns.items() if k in field_names}
+    try:
+        config = preset(ns["preset"], **overrides)
+    except TrainConfigError as e:
+        parser.error(str(e))
+    return RunArgs(config=config, workdir=ns["workdir"], override_config=ns["override_config"],
+                   coordinator_address=ns["coordinator_address"],
+                   num_processes=ns["num_processes"], process_id=ns["process_id"])

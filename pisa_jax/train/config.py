@@ -1,0 +1,185 @@
+"""The one typed config of a training run, its presets, and its JSON form.
+
+Everything a run's result depends on is a field here; `train.py` exposes each field as a flag of
+the same name (see `pisa_jax.train.cli`). The config is saved as `config.json` in the workdir so
+that a restarted command can be checked against the run it would resume.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+
+class TrainConfigError(ValueError):
+    """A config value that cannot work (raised before anything is compiled or loaded)."""
+
+
+class ConfigMismatchError(TrainConfigError):
+    """The workdir holds a run whose config differs from the one asked for."""
+
+
+def _field(default: Any, help: str):  # noqa: A002 - `help` mirrors argparse
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    # --- data
+    dataset: str = _field("synthetic", "dataset: 'synthetic' (embedded, built on first use) or "
+                          "'pisa' (built from your downloaded videos)")
+    dataset_config: str | None = _field(None, "dataset config: for synthetic its size (demo, full = "
+                                        "the paper's shapes, tiny); for pisa the builder config "
+                                        "(consecutive, unidist, parmar_consecutive ...); None = "
+                                        "full for synthetic, consecutive for pisa")
+    data_dir: str | None = _field(None, "TFDS data directory (None = TFDS default, ~/tensorflow_datasets)")
+    train_subset: int = _field(0, "use only the first N training samples (0 = all); for quick checks")
+    test_subset: int = _field(0, "use only the first N test samples (0 = all); for quick checks")
+    flip: bool = _field(True, "random horizontal flip per training sample")
+    # --- model
+    depths: tuple[int, int] = _field((18, 18), "visual 3D ResNet depth, aural 2D ResNet depth "
+                                     "(each 18, 34 or 50), e.g. 18,18")
+    modalities: tuple[str, ...] = _field(("visual", "aural"), "branches to build: visual,aural "
+                                         "(multimodal head when both), or just one")
+    visual_stem: str = _field("hara", "3D ResNet stem: 'hara' (Hara et al. KM weights) or "
+                              "'torchvision' (r3d_18 weights); also picks the input normalisation")
+    conv1_t_stride: int = _field(1, "temporal stride of the 3D conv1 (Hara's weights: 1; the "
+                                 "paper's Table 2 prints 2)")
+    base_width: int = _field(64, "channels of the first ResNet stage (64 = the real nets; smaller "
+                             "only for CPU demos and tests)")
+    hidden: int = _field(128, "width of the hidden linear layer of each head")
+    dropout: float = _field(0.5, "dropout rate on the heads' linear layers")
+    visual_init: str | None = _field(None, "directory of converted visual backbone weights "
+                                     "(python -m pisa_jax.convert ...); None = random init")
+    aural_init: str | None = _field(None, "directory of converted aural backbone weights; None = random")
+    precision: str = _field("float32", "compute dtype: float32 or bfloat16 (params stay float32)")
+    # --- optimisation
+    optimizer: str = _field("adam", "'adam' = torch Adam with coupled L2 weight decay (the paper); "
+                            "'adamw' = decoupled weight decay")
+    learning_rate: float = _field(1e-4, "learning rate (constant)")
+    weight_decay: float = _field(0.1, "weight decay (L2 coefficient for adam, decoupled for adamw)")
+    batch_size: int = _field(4, "global batch size in samples, over all devices and hosts "
+                             "(must divide evenly by the device count)")
+    epochs: int = _field(100, "training epochs")
+    seed: int = _field(0, "seed of initialisation, dropout and the data order")
+    # --- bookkeeping (does not change the maths)
+    eval_every_epochs: int = _field(1, "evaluate on the test split every N epochs (and at the end)")
+    checkpoint_every_steps: int = _field(0, "also save the latest checkpoint every N steps, for "
+                                         "mid-epoch resume (0 = only at epoch ends)")
+
+    # Fields that may change between a run and its resumption without a refusal: they do not
+    # change what is computed, only where data lives or how often we look at it.
+    RESUMABLE_CHANGES = ("data_dir", "eval_every_epochs", "checkpoint_every_steps")
+
+    def __post_init__(self):
+        validate(self)
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise TrainConfigError(f"unknown config fields {unknown}")
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()})
+
+
+def _jsonable(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def validate(c: TrainConfig) -> None:
+    """Reject values that cannot work, naming the field."""
+    problems = []
+    if c.dataset not in ("synthetic", "pisa"):
+        problems.append(f"dataset={c.dataset!r}: expected 'synthetic' or 'pisa'")
+    if len(c.depths) != 2 or c.depths[0] not in (10, 18, 34, 50) or c.depths[1] not in (18, 34, 50):
+        problems.append(f"depths={c.depths!r}: expected visual,aural with visual 18, 34 or 50 "
+                        f"(10: Hara's small net, for tests) and aural 18, 34 or 50")
+    if not c.modalities or set(c.modalities) - {"visual", "aural"} or len(set(c.modalities)) != len(c.modalities):
+        problems.append(f"modalities={c.modalities!r}: expected visual and/or aural")
+    if c.visual_stem not in ("hara", "torchvision"):
+        problems.append(f"visual_stem={c.visual_stem!r}: expected 'hara' or 'torchvision'")
+    if c.optimizer not in ("adam", "adamw"):
+        problems.append(f"optimizer={c.optimizer!r}: expected 'adam' or 'adamw'")
+    if c.precision not in ("float32", "bfloat16"):
+        problems.append(f"precision={c.precision!r}: expected 'float32' or 'bfloat16'")
+    if not (0.0 <= c.dropout < 1.0):
+        problems.append(f"dropout={c.dropout}: expected 0 <= dropout < 1")
+    if not (math.isfinite(c.learning_rate) and c.learning_rate > 0):
+        problems.append(f"learning_rate={c.learning_rate}: expected a positive number")
+    if not (math.isfinite(c.weight_decay) and c.weight_decay >= 0):
+        problems.append(f"weight_decay={c.weight_decay}: expected >= 0")
+    for name in ("batch_size", "epochs", "base_width", "hidden", "eval_every_epochs", "conv1_t_stride"):
+        if getattr(c, name) < 1:
+            problems.append(f"{name}={getattr(c, name)}: expected >= 1")
+    for name in ("train_subset", "test_subset", "checkpoint_every_steps"):
+        if getattr(c, name) < 0:
+            problems.append(f"{name}={getattr(c, name)}: expected >= 0")
+    if problems:
+        raise TrainConfigError("invalid training config:\n  " + "\n  ".join(problems))
+
+
+# Presets override the paper's defaults. "demo" is the README's first command: the embedded
+# synthetic dataset on a 2-core CPU in minutes, narrow nets, a larger learning rate.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "demo": dict(dataset="synthetic", dataset_config="demo", base_width=8, hidden=64, learning_rate=1e-3,
+                 weight_decay=1e-4, epochs=8, batch_size=8),
+    "smoke": dict(dataset="synthetic", dataset_config="tiny", depths=(10, 18), base_width=2,
+                  hidden=8, epochs=1, batch_size=4, learning_rate=1e-3, weight_decay=0.0),
+}
+
+
+DEFAULT_DATASET_CONFIG = {"synthetic": "full", "pisa": "consecutive"}
+
+
+def dataset_config_of(config: TrainConfig) -> str:
+    return config.dataset_config or DEFAULT_DATASET_CONFIG[config.dataset]
+
+
+def preset(name: str, **overrides) -> TrainConfig:
+    if name not in PRESETS:
+        raise TrainConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return TrainConfig(**{**PRESETS[name], **overrides})
+
+
+def config_differences(saved: dict[str, Any], new: TrainConfig, *, ignore=()) -> list[str]:
+    """Human-readable differences 'field: saved -> new' between a saved config and `new`."""
+    new_values = new.to_dict()
+    lines = []
+    for name in sorted(set(saved) | set(new_values)):
+        if name in ignore:
+            continue
+        old = saved.get(name, "<absent>")
+        now = new_values.get(name, "<absent>")
+        if old != now:
+            lines.append(f"{name}: {old!r} (workdir) -> {now!r} (now)")
+    return lines
+
+
+def save_config(config: TrainConfig, path: Path) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)  # atomic: a kill never leaves half a config
+
+
+def load_config(path: Path) -> TrainConfig:
+    try:
+        values = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise TrainConfigError(f"{path}: cannot read the run config ({e})") from e
+    return TrainConfig.from_dict(values)
+
+
+def format_config(config: TrainConfig) -> str:
+    values = config.to_dict()
+    width = max(map(len, values))
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in values.items())

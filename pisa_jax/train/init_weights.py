@@ -1,0 +1,87 @@
+"""Start the backbones from converted PyTorch weights (python -m pisa_jax.convert ...).
+
+The converted tree must cover every parameter and BatchNorm statistic of the backbone with the
+same shape; a classifier the converted model may carry (`fc`) is not part of our backbones and is
+left out with a note. Anything else that does not fit is an error naming the path: a silently
+partial start would void the comparison with the paper.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+
+class InitWeightsError(ValueError):
+    """Converted weights that do not fit the backbone of this config."""
+
+
+def _flat(tree) -> dict[tuple, Any]:
+    return {tuple(getattr(k, "key", k) for k in path): leaf
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _unflat_like(template, values: dict[tuple, Any]):
+    paths, treedef = jax.tree_util.tree_flatten_with_path(template)
+    return jax.tree_util.tree_unflatten(
+        treedef, [values[tuple(getattr(k, "key", k) for k in p)] for p, _ in paths])
+
+
+def merge_backbone(variables: dict, converted: dict, backbone: str, source: str) -> tuple[dict, list[str]]:
+    """variables with params/batch_stats[backbone] replaced by the converted ones.
+
+    variables: {"params": {...}, "batch_stats": {...}} of the whole SkillModel (numpy or jax).
+    converted: {"params": ..., "batch_stats": ...} as load_converted returns it.
+    Returns (new variables, notes for the user)."""
+    notes = []
+    merged = {k: dict(v) for k, v in variables.items()}
+    for collection in ("params", "batch_stats"):
+        ours = variables.get(collection, {}).get(backbone)
+        if ours is None:
+            continue
+        theirs = _flat(converted.get(collection, {}))
+        wanted = _flat(ours)
+        missing = sorted(set(wanted) - set(theirs))
+        if missing:
+            shown = ", ".join("/".join(map(str, p)) for p in missing[:5])
+            raise InitWeightsError(
+                f"{source}: {len(missing)} {collection} of {backbone} missing from the converted "
+                f"weights (e.g. {shown}); was it converted for this depth and stem?")
+        for path, leaf in wanted.items():
+            if tuple(np.shape(theirs[path])) != tuple(np.shape(leaf)):
+                raise InitWeightsError(
+                    f"{source}: {collection}/{backbone}/{'/'.join(map(str, path))} has shape "
+                    f"{tuple(np.shape(theirs[path]))}, the model expects {tuple(np.shape(leaf))} "
+                    f"(depth, stem or base_width differ?)")
+        extra = sorted(set(theirs) - set(wanted))
+        if extra:
+            notes.append(f"{source}: left out {len(extra)} {collection} not in the backbone "
+                         f"({', '.join('/'.join(map(str, p)) for p in extra[:4])}{' ...' if len(extra) > 4 else ''})")
+        merged[collection][backbone] = _unflat_like(
+            ours, {p: np.asarray(theirs[p], dtype=np.float32) for p in wanted})
+    return merged, notes
+
+
+def load_initial_weights(variables: dict, *, visual_init: str | None, aural_init: str | None,
+                         modalities) -> tuple[dict, list[str]]:
+    """Apply --visual_init / --aural_init (converted weight directories) to fresh variables."""
+    from pisa_jax.convert import load_converted
+    notes = []
+    for backbone, directory, modality in (("visual_backbone", visual_init, "visual"),
+                                          ("aural_backbone", aural_init, "aural")):
+        if directory is None:
+            continue
+        if modality not in modalities:
+            raise InitWeightsError(f"--{modality}_init {directory}: the {modality} branch is not "
+                                   f"built (modalities={','.join(modalities)})")
+        if not Path(directory).is_dir():
+            raise InitWeightsError(f"--{modality}_init {directory}: not a directory of converted "
+                                   f"weights (make one with python -m pisa_jax.convert)")
+        converted, meta = load_converted(directory)
+        variables, more = merge_backbone(variables, converted, backbone, directory)
+        notes += more
+        notes.append(f"{backbone} initialised from {directory} ({meta.get('arch', '?')}, "
+                     f"source {meta.get('source', '?')})")
+    return variables, notes

@@ -1,0 +1,112 @@
+"""The pmap'd train and eval steps, written against the SkillModel contract.
+
+Under pmap(axis_name="batch") every device holds a replica of the state and a slice of the
+global batch. Gradients, BatchNorm statistics and metrics are averaged over the axis (the models
+also synchronise BatchNorm batch statistics in the forward pass via bn_axis_name="batch"), so all
+replicas stay identical and one step equals a single-device step on the whole global batch.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+from pisa_jax.train.state import TrainState
+
+AXIS = "batch"
+HEADS = ("visual", "aural", "multimodal")
+
+# prepare(batch, mean, std, dtype) -> batch with float "video" [b, clips, T, H, W, 3] (normalised)
+# and float "spectrogram" [b, H, W] | [b, clips, H, W] in [0, 1]; runs on the device.
+Prepare = Callable[[dict, Any, Any, Any], dict]
+
+
+def primary_head(modalities) -> str:
+    """The head whose prediction counts: multimodal when both branches exist (the paper)."""
+    return "multimodal" if len(modalities) > 1 else modalities[0]
+
+
+def _model_inputs(batch: dict, modalities) -> tuple[Any, Any]:
+    video = batch["video"] if "visual" in modalities else None
+    spectrogram = batch["spectrogram"] if "aural" in modalities else None
+    return video, spectrogram
+
+
+def head_losses(logits: dict[str, jax.Array], labels: jax.Array, mask: jax.Array) -> dict:
+    """Masked mean cross-entropy of each head over this device's samples (float32)."""
+    weights = mask.astype(jnp.float32)                                   # [b]
+    count = jnp.maximum(weights.sum(), 1.0)
+    return {head: (optax.softmax_cross_entropy_with_integer_labels(
+        logits[head].astype(jnp.float32), labels) * weights).sum() / count
+        for head in HEADS if head in logits}
+
+
+def _reduced_metrics(logits, losses, labels, mask, loss_weights) -> dict[str, jax.Array]:
+    """Loss and accuracy of each head, averaged over the whole global batch (all devices)."""
+    weights = mask.astype(jnp.float32)
+    count = lax.psum(weights.sum(), AXIS)
+    local = weights.sum()
+    metrics = {"loss": lax.psum(sum(loss_weights[h] * losses[h] for h in losses) * local, AXIS) / count}
+    for head, value in losses.items():
+        metrics[f"loss_{head}"] = lax.psum(value * local, AXIS) / count
+        correct = (jnp.argmax(logits[head], -1) == labels).astype(jnp.float32) * weights
+        metrics[f"accuracy_{head}"] = lax.psum(correct.sum(), AXIS) / count
+    return metrics
+
+
+def make_train_step(model, tx: optax.GradientTransformation, prepare: Prepare, *, mean, std,
+                    dtype, modalities, loss_weights: dict[str, float] | None = None):
+    """pmap'd (state, batch) -> (state, metrics); the state is donated.
+
+    batch (per device): video uint8 [b, clips, T, H, W, 3], spectrogram [b, H, W] or
+    [b, clips, H, W], label int32 [b], mask bool [b]. loss_weights default to 1 for every head
+    (the paper's sum of three cross-entropies); the tests use them to isolate one head.
+    """
+    weights = {h: 1.0 for h in HEADS}
+    weights.update(loss_weights or {})
+
+    def step(state: TrainState, batch: dict):
+        inputs = prepare(batch, mean, std, dtype)
+        video, spectrogram = _model_inputs(inputs, modalities)
+        labels, mask = batch["label"], batch["mask"]
+        # A different dropout mask on every step and on every device.
+        rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), lax.axis_index(AXIS))
+
+        def loss_fn(params):
+            out, updated = model.apply(
+                {"params": params, "batch_stats": state.batch_stats}, video, spectrogram,
+                train=True, rngs={"dropout": rng}, mutable=["batch_stats"])
+            losses = head_losses(out["logits"], labels, mask)
+            total = sum(weights[h] * losses[h] for h in losses)
+            return total, (out["logits"], losses, updated.get("batch_stats", {}))
+
+        grads, (logits, losses, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+        grads = lax.pmean(grads, AXIS)
+        # Synced BN already gives equal statistics on all devices; the pmean keeps them bitwise
+        # identical whatever the model does.
+        batch_stats = lax.pmean(batch_stats, AXIS)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                                  batch_stats=batch_stats, opt_state=opt_state)
+        return new_state, _reduced_metrics(logits, losses, labels, mask, weights)
+
+    return jax.pmap(step, axis_name=AXIS, donate_argnums=(0,))
+
+
+def make_eval_step(model, prepare: Prepare, *, mean, std, dtype, modalities):
+    """pmap'd (variables, batch) -> class probabilities of each head, labels and mask of the
+    *global* batch ([global_devices, b, ...] on every device, gathered so that every host can
+    score the whole test split)."""
+
+    def step(variables: dict, batch: dict):
+        inputs = prepare(batch, mean, std, dtype)
+        video, spectrogram = _model_inputs(inputs, modalities)
+        out = model.apply(variables, video, spectrogram, train=False)
+        probs = {h: jax.nn.softmax(out["logits"][h].astype(jnp.float32), -1)
+                 for h in HEADS if h in out["logits"]}
+        return lax.all_gather({"probs": probs, "label": batch["label"], "mask": batch["mask"]}, AXIS)
+
+    return jax.pmap(step, axis_name=AXIS)

@@ -1,0 +1,135 @@
+"""SkillModel: outputs per modality set, clip averaging, the multimodal head's stop_gradient."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pisa_jax.models import ResNet3D, SkillModel
+
+TINY = dict(visual_depth=10, aural_depth=18, base_width=4, hidden=16)
+BATCH, CLIPS = 2, 3
+
+
+def _inputs(per_clip_spectrogram=False):
+    keys = jax.random.split(jax.random.PRNGKey(7), 2)
+    video = jax.random.normal(keys[0], (BATCH, CLIPS, 4, 16, 16, 3))  # [B, clips, T, H, W, 3]
+    spec_shape = (BATCH, CLIPS, 32, 32) if per_clip_spectrogram else (BATCH, 32, 32)
+    return video, jax.random.uniform(keys[1], spec_shape)
+
+
+def _cross_entropy(logits, labels):
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1))
+
+
+def test_outputs_of_the_fusion_model(quick_init):
+    model = SkillModel(**TINY)
+    video, spectrogram = _inputs()
+    variables = quick_init(model, video, spectrogram, train=False)
+    assert set(variables["params"]) == {"visual_backbone", "aural_backbone", "visual_head",
+                                        "aural_head", "multimodal_head"}
+    assert variables["params"]["multimodal_head"]["hidden"]["kernel"].shape == (64, 16)
+    out = model.apply(variables, video, spectrogram, train=False)
+    assert {k: v.shape for k, v in out["logits"].items()} == {
+        "visual": (BATCH, 10), "aural": (BATCH, 10), "multimodal": (BATCH, 10)}
+    assert {k: v.shape for k, v in out["features"].items()} == {"visual": (BATCH, 32),
+                                                                "aural": (BATCH, 32)}
+    # Algorithm 3: the sample's visual feature is the mean of its clips' features.
+    backbone = {c: variables[c]["visual_backbone"] for c in ("params", "batch_stats")}
+    per_clip = ResNet3D(10, base_width=4).apply(
+        backbone, video.reshape((BATCH * CLIPS,) + video.shape[2:]), train=False)
+    np.testing.assert_allclose(out["features"]["visual"],
+                               per_clip.reshape(BATCH, CLIPS, -1).mean(1), rtol=1e-5, atol=1e-6)
+
+
+def test_one_spectrogram_per_clip_is_averaged(quick_init):
+    model = SkillModel(**TINY, modalities=("aural",))
+    _, spectrograms = _inputs(per_clip_spectrogram=True)  # [B, clips, H, W]
+    variables = quick_init(model, None, spectrograms, train=False)
+    out = model.apply(variables, None, spectrograms, train=False)
+    first_clip_only = model.apply(variables, None, spectrograms[:, 0], train=False)
+    mean_of_clips = np.mean([model.apply(variables, None, spectrograms[:, c], train=False)
+                             ["features"]["aural"] for c in range(CLIPS)], axis=0)
+    np.testing.assert_allclose(out["features"]["aural"], mean_of_clips, rtol=1e-5, atol=1e-6)
+    assert first_clip_only["features"]["aural"].shape == (BATCH, 32)
+
+
+@pytest.mark.parametrize("modality", ["visual", "aural"])
+def test_unimodal_models(quick_init, modality):
+    model = SkillModel(**TINY, modalities=(modality,))
+    video, spectrogram = _inputs()
+    video, spectrogram = (video, None) if modality == "visual" else (None, spectrogram)
+    variables = quick_init(model, video, spectrogram, train=False)
+    assert set(variables["params"]) == {f"{modality}_backbone", f"{modality}_head"}
+    out = model.apply(variables, video, spectrogram, train=False)
+    assert set(out["logits"]) == {modality} and set(out["features"]) == {modality}
+
+
+def test_dropout_only_in_training(quick_init):
+    model = SkillModel(**TINY, modalities=("visual",))
+    video, _ = _inputs()
+    variables = quick_init(model, video, None, train=False)
+
+    def logits(train, seed):
+        out, _ = model.apply(variables, video, None, train=train, mutable=["batch_stats"],
+                             rngs={"dropout": jax.random.PRNGKey(seed)})
+        return np.asarray(out["logits"]["visual"])
+    np.testing.assert_array_equal(logits(False, 0), logits(False, 1))
+    assert not np.allclose(logits(True, 0), logits(True, 1))
+
+
+def test_multimodal_loss_does_not_reach_the_backbones(quick_init):
+    """stop_gradient: d(multimodal loss)/d(backbone) is exactly zero, its own head learns,
+    and the unimodal losses do reach their backbones."""
+    model = SkillModel(**TINY)
+    video, spectrogram = _inputs()
+    labels = jnp.array([0, 3])
+    variables = quick_init(model, video, spectrogram, train=False)
+
+    heads = ("visual", "aural", "multimodal")
+
+    def losses(params):  # [3]: one cross-entropy per head
+        out, _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, video,
+                             spectrogram, train=True, mutable=["batch_stats"],
+                             rngs={"dropout": jax.random.PRNGKey(0)})
+        return jnp.stack([_cross_entropy(out["logits"][head], labels) for head in heads])
+
+    # One forward, one batched backward: row i of every leaf is d(loss of heads[i]) / d(leaf).
+    jacobian = jax.jit(jax.jacrev(losses))(variables["params"])
+
+    def grads(head):
+        row = heads.index(head)
+        return {name: [np.asarray(leaf[row]) for leaf in jax.tree_util.tree_leaves(sub)]
+                for name, sub in jacobian.items()}
+
+    def all_zero(leaves):
+        return all(np.all(leaf == 0) for leaf in leaves)
+
+    multimodal = grads("multimodal")
+    for name in ("visual_backbone", "aural_backbone", "visual_head", "aural_head"):
+        assert all_zero(multimodal[name]), name
+    assert not all_zero(multimodal["multimodal_head"])
+
+    visual, aural = grads("visual"), grads("aural")
+    assert not all_zero(visual["visual_backbone"]) and not all_zero(visual["visual_head"])
+    assert all_zero(visual["aural_backbone"]) and all_zero(visual["multimodal_head"])
+    assert not all_zero(aural["aural_backbone"]) and not all_zero(aural["aural_head"])
+    assert all_zero(aural["visual_backbone"])
+
+
+def test_bf16_compute_keeps_float32_parameters(quick_init):
+    model = SkillModel(**TINY, dtype=jnp.bfloat16)
+    video, spectrogram = _inputs()
+    variables = quick_init(model, video, spectrogram, train=False)
+    assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(variables)} == {np.dtype("float32")}
+    out = jax.jit(lambda v: model.apply(v, video, spectrogram, train=False))(variables)
+    assert all(v.dtype == jnp.float32 for v in jax.tree_util.tree_leaves(out))
+
+
+def test_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="modalities"):
+        SkillModel(modalities=("visual", "text"))
+    with pytest.raises(ValueError, match="modalities"):
+        SkillModel(modalities=())
+    model = SkillModel(**TINY)
+    with pytest.raises(ValueError, match="video must be"):
+        model.init(jax.random.PRNGKey(0), None, jnp.zeros((1, 32, 32)), train=False)

@@ -1,0 +1,120 @@
+"""The pmap train step: data parallelism is exact, the multimodal head is isolated."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pisa_jax.models import SkillModel
+from pisa_jax.train.distributed import replicate
+from pisa_jax.train.optimizer import make_optimizer
+from pisa_jax.train.state import create_train_state, init_variables
+from pisa_jax.train.step import make_eval_step, make_train_step
+
+MEAN, STD = (0.43, 0.40, 0.38), (0.28, 0.27, 0.27)
+GLOBAL_BATCH = 8
+
+
+def prepare(batch, mean, std, dtype):
+    """Stand-in for the pipeline's prepare_inputs (uint8 video, float spectrogram)."""
+    video = (batch["video"].astype(jnp.float32) / 255 - jnp.asarray(mean)) / jnp.asarray(std)
+    return {"video": video.astype(dtype), "spectrogram": batch["spectrogram"].astype(dtype)}
+
+
+def tiny_model(dropout=0.0, bn_axis_name=None):
+    return SkillModel(visual_depth=10, aural_depth=18, num_classes=10, dropout=dropout, hidden=8,
+                      base_width=2, bn_axis_name=bn_axis_name)
+
+
+def global_batch(seed=0):
+    rng = np.random.default_rng(seed)
+    return {"video": rng.integers(0, 256, (GLOBAL_BATCH, 2, 4, 16, 16, 3), dtype=np.uint8),
+            "spectrogram": rng.random((GLOBAL_BATCH, 16, 16), dtype=np.float32),
+            "label": rng.integers(0, 10, GLOBAL_BATCH).astype(np.int32),
+            "mask": np.ones(GLOBAL_BATCH, bool)}
+
+
+def shard(batch, devices):
+    """[B, ...] -> [devices, B / devices, ...]"""
+    return jax.tree_util.tree_map(lambda x: x.reshape((devices, -1) + x.shape[1:]), batch)
+
+
+def replicate_n(tree, n):
+    return replicate(tree, jax.local_devices()[:n])
+
+
+def fresh_state(tx, seed=0):
+    batch = global_batch()
+    video = prepare(batch, MEAN, STD, jnp.float32)["video"][:1]
+    variables = init_variables(tiny_model(), seed, video, jnp.asarray(batch["spectrogram"][:1]))
+    return create_train_state(variables, tx, seed)
+
+
+def run_step(devices, tx, *, loss_weights=None, steps=1):
+    model = tiny_model(bn_axis_name="batch")
+    step = make_train_step(model, tx, prepare, mean=MEAN, std=STD, dtype=jnp.float32,
+                           modalities=("visual", "aural"), loss_weights=loss_weights)
+    state = replicate_n(fresh_state(tx), devices)
+    for i in range(steps):
+        state, metrics = step(state, shard(global_batch(seed=i), devices))
+    return jax.device_get(state), jax.device_get(metrics)
+
+
+def test_four_devices_equal_one_device_on_the_global_batch():
+    assert jax.local_device_count() >= 4
+    tx = make_optimizer("adam", 1e-2, 0.1)
+    one, m1 = run_step(1, tx, steps=2)
+    four, m4 = run_step(4, tx, steps=2)
+    # every replica identical
+    for leaf in jax.tree_util.tree_leaves(four.params) + jax.tree_util.tree_leaves(four.batch_stats):
+        np.testing.assert_array_equal(leaf[0], leaf[3])
+    # and equal to the single-device step on the whole batch
+    for name in ("params", "batch_stats", "opt_state"):
+        jax.tree_util.tree_map(
+            lambda a, b: np.testing.assert_allclose(a[0], b[0], rtol=2e-4, atol=2e-5),
+            getattr(one, name), getattr(four, name))
+    assert set(m4) >= {"loss", "accuracy_multimodal", "loss_visual"}
+    np.testing.assert_allclose(m1["loss"][0], m4["loss"][0], rtol=1e-5)
+    assert int(four.step[0]) == 2
+    assert jax.tree_util.tree_leaves(four.batch_stats)  # BN statistics exist and were compared
+
+
+def test_multimodal_loss_alone_leaves_backbones_unchanged():
+    tx = make_optimizer("adam", 1e-2, 0.0)  # coupled L2 would move every parameter
+    before = fresh_state(tx)
+    after, _ = run_step(2, tx, loss_weights={"visual": 0.0, "aural": 0.0, "multimodal": 1.0})
+    for part in ("visual_backbone", "aural_backbone", "visual_head", "aural_head"):
+        jax.tree_util.tree_map(lambda a, b: np.testing.assert_array_equal(a, b[0]),
+                               before.params[part], after.params[part])
+    changed = jax.tree_util.tree_map(lambda a, b: not np.array_equal(a, b[0]),
+                                     before.params["multimodal_head"], after.params["multimodal_head"])
+    assert all(jax.tree_util.tree_leaves(changed))  # the head itself learns
+
+
+def test_each_device_draws_its_own_dropout_mask():
+    """The same sample on two devices: with equal dropout keys the pmean'd update would equal
+    a one-device step on that sample (synced BN over two copies = BN over one)."""
+    tx = make_optimizer("adam", 1e-2, 0.0)
+    step = make_train_step(tiny_model(dropout=0.5, bn_axis_name="batch"), tx, prepare, mean=MEAN,
+                           std=STD, dtype=jnp.float32, modalities=("visual", "aural"))
+    one = jax.tree_util.tree_map(lambda x: x[None, :1], global_batch())      # [1, 1, ...]
+    two = jax.tree_util.tree_map(lambda x: np.concatenate([x, x]), one)      # [2, 1, ...]
+    s1, _ = step(replicate_n(fresh_state(tx), 1), one)
+    s2, _ = step(replicate_n(fresh_state(tx), 2), two)
+    head1 = np.asarray(s1.params["visual_head"]["out"]["kernel"][0])
+    head2 = np.asarray(s2.params["visual_head"]["out"]["kernel"][0])
+    assert not np.allclose(head1, head2, atol=1e-7)
+
+
+def test_eval_step_gathers_the_global_batch():
+    tx = make_optimizer("adam", 1e-3, 0.0)
+    state = fresh_state(tx)
+    step = make_eval_step(tiny_model(), prepare, mean=MEAN, std=STD, dtype=jnp.float32,
+                          modalities=("visual", "aural"))
+    variables = replicate_n({"params": state.params, "batch_stats": state.batch_stats}, 4)
+    batch = global_batch()
+    batch["mask"][-1] = False
+    out = jax.device_get(step(variables, shard(batch, 4)))
+    assert out["probs"]["multimodal"].shape == (4, 4, 2, 10)   # [local, global devices, b, 10]
+    np.testing.assert_array_equal(out["label"][0].reshape(-1), batch["label"])
+    np.testing.assert_array_equal(out["mask"][2].reshape(-1), batch["mask"])
+    np.testing.assert_allclose(out["probs"]["visual"][0].sum(-1), 1.0, rtol=1e-5)
