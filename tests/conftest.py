@@ -60,3 +60,15 @@ def synthetic_tiny(tmp_path_factory):
     frames, 32x32 spectrograms), built once per test session: a pisa_jax.data.DatasetRef."""
     from pisa_jax.data.synthetic import ensure_synthetic
     return ensure_synthetic(tmp_path_factory.mktemp("pisa_data"), size="tiny")
+
+
+# ---- training (training engineer) -------------------------------------------------------------
+@pytest.fixture(scope="session")
+def smoke_run(synthetic_tiny, tmp_path_factory):
+    """A finished smoke training run (2 epochs of 5 steps, R10-3D + R18-2D at base width 2) on
+    the tiny synthetic dataset, through the real entry point: (config, workdir, results)."""
+    from pisa_jax.train import preset, train_and_evaluate
+    config = preset("smoke", data_dir=str(synthetic_tiny.data_dir), epochs=2,
+                    checkpoint_every_steps=2)
+    workdir = tmp_path_factory.mktemp("smoke_run")
+    return config, workdir, train_and_evaluate(config, workdir)

@@ -1,5 +1,6 @@
 """Weight conversion: Algorithm 1 semantics, Hara's file format, the report, the CLI and its
 one-line errors for bad files."""
+import shutil
 import subprocess
 import sys
 
@@ -18,9 +19,8 @@ WIDTH = 8  # narrow Hara nets keep these tests fast; the parity tests use the re
 @pytest.fixture(scope="module")
 def hara_r3d18(torch_reference):
     """A narrow Hara R3D-18 with the 1039-class head of his KM checkpoints, random BN stats."""
-    torch.manual_seed(0)
     return torch_reference.randomize_batchnorm(
-        torch_reference.HaraResNet3D(18, num_classes=1039, base_width=WIDTH))
+        torch_reference.hara_resnet3d(18, num_classes=1039, base_width=WIDTH))
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +141,9 @@ def test_safetensors_and_checkpoint_round_trip(tmp_path, torch_reference):
         save_converted(tmp_path / "out", variables, {})
     with pytest.raises(ConversionError, match="no meta.json"):
         load_converted(tmp_path / "nothing")
+    shutil.rmtree(tmp_path / "out" / "variables")
+    with pytest.raises(ConversionError, match="cannot be restored"):
+        load_converted(tmp_path / "out")
 
 
 def _flat(tree, prefix=()):

@@ -22,7 +22,7 @@ def _check(name, diff, scale):
 
 @pytest.mark.parametrize("depth", [10, 18, 34, 50])
 def test_parity_hara(torch_reference, depth):
-    torch_model = torch_reference.HaraResNet3D(depth, num_classes=10)
+    torch_model = torch_reference.hara_resnet3d(depth, num_classes=10)
     diff, scale, report = torch_reference.parity(
         torch_model, ResNet3D(depth, 10, stem="hara"), torch_reference.random_input(SMALL_CLIP))
     assert not report.skipped and not report.left_initialised
@@ -40,7 +40,7 @@ def test_parity_torchvision_stem(torch_reference, depth):
 
 
 def test_parity_hara_time_stride_2(torch_reference):
-    torch_model = torch_reference.HaraResNet3D(18, num_classes=10, conv1_t_stride=2)
+    torch_model = torch_reference.hara_resnet3d(18, num_classes=10, conv1_t_stride=2)
     diff, scale, _ = torch_reference.parity(torch_model, ResNet3D(18, 10, conv1_t_stride=2),
                                             torch_reference.random_input(SMALL_CLIP))
     _check("r3d18-hara conv1_t_stride=2 8x64x64", diff, scale)
@@ -49,7 +49,7 @@ def test_parity_hara_time_stride_2(torch_reference):
 def test_parity_per_block(torch_reference):
     """Every block's output, not only the logits (forward hooks vs Flax intermediates)."""
     import torch
-    torch_model = torch_reference.randomize_batchnorm(torch_reference.HaraResNet3D(18, 10))
+    torch_model = torch_reference.randomize_batchnorm(torch_reference.hara_resnet3d(18, 10))
     x = torch_reference.random_input((1, 3, 8, 32, 32))
     blocks = {f"layer{s}_{i}": getattr(torch_model, f"layer{s}")[i]
               for s in range(1, 5) for i in range(2)}
@@ -74,7 +74,7 @@ def test_parity_per_block(torch_reference):
 @pytest.mark.slow
 def test_parity_hara_r3d18_paper_shape(torch_reference):
     """The paper's clip: 16 x 112 x 112, Hara's R3D-18 with his 1039-class Kinetics+MiT head."""
-    torch_model = torch_reference.HaraResNet3D(18, num_classes=1039)
+    torch_model = torch_reference.hara_resnet3d(18, num_classes=1039)
     diff, scale, _ = torch_reference.parity(torch_model, ResNet3D(18, 1039),
                                             torch_reference.random_input((1, 3, 16, 112, 112)))
     _check("r3d18-hara 16x112x112", diff, scale)
@@ -90,7 +90,7 @@ def _flax_param_count(model):
 def test_param_count_hara(torch_reference, depth):
     import torch
     with torch.device("meta"):  # shapes only, no memory
-        expected = torch_reference.count_parameters(torch_reference.HaraResNet3D(depth, 1039))
+        expected = torch_reference.count_parameters(torch_reference.hara_resnet3d(depth, 1039))
     assert _flax_param_count(ResNet3D(depth, 1039)) == expected
 
 

@@ -1,11 +1,11 @@
 """PyTorch reference models for the parity tests (imported only after torch is known to exist).
 
-- `HaraResNet3D`: Hara's 3D ResNet layout (kenshohara/3D-ResNets-PyTorch), written here from its
-  architecture description: conv1 7x7x7 stride (t, 2, 2) pad 3, bn1, ReLU, max-pool 3/2/1, four
+- `HaraResNet3D` (built seeded by `hara_resnet3d`): Hara's 3D ResNet layout
+  (kenshohara/3D-ResNets-PyTorch), written here from its architecture description: conv1 7x7x7 stride (t, 2, 2) pad 3, bn1, ReLU, max-pool 3/2/1, four
   stages `layer1..4` of blocks with `conv1, bn1, conv2, bn2(, conv3, bn3)` and a type-B
   `downsample` = Sequential(1x1x1 conv, BN), adaptive average pool, `fc`. Same key names as his.
 - `torchvision_video_resnet`: torchvision's own VideoResNet classes (r3d_18 and its deeper
-  siblings built from the same parts).
+  siblings built from the same parts). All factories seed torch, so figures are reproducible.
 - `torchvision_resnet2d`: torchvision.models.resnet18/34/50/101/152.
 - `parity`: random BN statistics, conversion, same input through both, eval mode, float32.
 """
@@ -84,8 +84,15 @@ class HaraResNet3D(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-def torchvision_video_resnet(depth: int, num_classes: int = 400) -> nn.Module:
+def hara_resnet3d(depth: int, num_classes: int = 400, conv1_t_stride: int = 1,
+                  base_width: int = 64, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)  # reproducible weights, hence reproducible parity figures
+    return HaraResNet3D(depth, num_classes, conv1_t_stride, base_width)
+
+
+def torchvision_video_resnet(depth: int, num_classes: int = 400, seed: int = 0) -> nn.Module:
     """torchvision's VideoResNet with its r3d stem; depth 18 is exactly `video.r3d_18`."""
+    torch.manual_seed(seed)
     if depth == 18:
         return torchvision.models.video.r3d_18(num_classes=num_classes)
     block = video_resnet.Bottleneck if depth >= 50 else video_resnet.BasicBlock
@@ -93,7 +100,8 @@ def torchvision_video_resnet(depth: int, num_classes: int = 400) -> nn.Module:
                                     video_resnet.BasicStem, num_classes=num_classes)
 
 
-def torchvision_resnet2d(depth: int, num_classes: int = 1000) -> nn.Module:
+def torchvision_resnet2d(depth: int, num_classes: int = 1000, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
     return getattr(torchvision.models, f"resnet{depth}")(num_classes=num_classes)
 
 

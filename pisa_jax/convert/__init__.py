@@ -1,0 +1,29 @@
+"""PyTorch ResNet weights -> Flax variables of `ResNet3D` / `ResNet2D`, and the CLI that does it.
+
+Sources: Hara's `r3d{18,34,50}_KM_200ep.pth` (weights under "state_dict", maybe a "module."
+prefix, a 1039-class fc), torchvision's `resnet18/34/50` and `video.r3d_18` state dicts, as .pth
+(`torch.load(weights_only=True)`, never a plain unpickle) or .safetensors (no torch needed).
+
+Semantics are the paper's Algorithm 1: every tensor whose name and shape match is copied. What
+is not copied is reported, never silently dropped: skipped file tensors (e.g. the classifier
+when the model has none or another class count), and model parameters left initialised. A name
+that matches with the wrong shape is an error naming both shapes, unless skip_mismatched. A
+3-channel conv1 is summed over its input channels when the model has one (a grey image then
+gives the response the RGB kernel gave to that grey as RGB). The CLI is stricter by default:
+a file that does not cover the model one to one (apart from the classifier) is refused, so
+weights of another depth or layout fail loudly (--allow_partial accepts them).
+
+Modules: `table` (the PyTorch key -> Flax path table), `state_dict` (Algorithm 1 and its
+report), `files` (.pth / .safetensors in; orbax + meta.json out and back), `cli`.
+
+    python -m pisa_jax.convert --arch r3d18 --source hara r3d18_KM_200ep.pth checkpoints/r3d18_hara
+"""
+from pisa_jax.convert.cli import build_model, main
+from pisa_jax.convert.files import load_converted, load_weight_file, save_converted
+from pisa_jax.convert.state_dict import (ConversionError, ConversionReport, clean_state_dict,
+                                         convert_state_dict, init_variables)
+from pisa_jax.convert.table import LAYOUTS, flax_path, layout_of
+
+__all__ = ["LAYOUTS", "ConversionError", "ConversionReport", "build_model", "clean_state_dict",
+           "convert_state_dict", "flax_path", "init_variables", "layout_of", "load_converted",
+           "load_weight_file", "main", "save_converted"]

@@ -1,0 +1,76 @@
+"""python -m pisa_jax.convert --arch r3d18|...|r2d50 --source hara|torchvision IN OUT"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from pathlib import Path
+
+from pisa_jax.convert.files import load_weight_file, save_converted
+from pisa_jax.convert.state_dict import ConversionError, convert_state_dict
+from pisa_jax.models import ResNet2D, ResNet3D
+
+ARCHS = [f"r3d{d}" for d in (10, 18, 34, 50, 101, 152, 200)] + [
+    f"r2d{d}" for d in (18, 34, 50, 101, 152)]
+
+
+def build_model(arch: str, source: str, *, in_channels: int = 1, num_classes: int | None = None,
+                conv1_t_stride: int = 1) -> ResNet3D | ResNet2D:
+    depth = int(arch[3:])
+    if arch.startswith("r2d"):
+        if source != "torchvision":
+            raise ValueError(f"{arch}: 2D weights come from torchvision (--source torchvision)")
+        return ResNet2D(depth, num_classes, in_channels=in_channels)
+    return ResNet3D(depth, num_classes, stem=source, conv1_t_stride=conv1_t_stride)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def main(argv: list[str] | None = None) -> int:
+    package_doc = sys.modules["pisa_jax.convert"].__doc__  # imported by now: we live in it
+    parser = argparse.ArgumentParser(prog="python -m pisa_jax.convert", description=package_doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", required=True, choices=ARCHS)
+    parser.add_argument("--source", required=True, choices=("hara", "torchvision"),
+                        help="whose layout the file has; for r3d also the stem of the model")
+    parser.add_argument("--in_channels", type=int, default=1, help="r2d input channels")
+    parser.add_argument("--num_classes", type=int, default=None,
+                        help="keep a classifier of this size (default: backbone only)")
+    parser.add_argument("--conv1_t_stride", type=int, default=1, help="r3d conv1 time stride")
+    parser.add_argument("--skip_mismatched", action="store_true",
+                        help="skip tensors whose name matches but shape does not")
+    parser.add_argument("--allow_partial", action="store_true",
+                        help="accept a file that covers the model only in part")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT's checkpoint")
+    parser.add_argument("input", type=Path, help=".pth / .pt / .safetensors file")
+    parser.add_argument("output", type=Path, help="directory for the orbax checkpoint")
+    args = parser.parse_args(argv)
+    try:
+        model = build_model(args.arch, args.source, in_channels=args.in_channels,
+                            num_classes=args.num_classes, conv1_t_stride=args.conv1_t_stride)
+    except ValueError as error:
+        parser.error(str(error))
+    try:
+        state_dict = load_weight_file(args.input)
+        variables, report = convert_state_dict(
+            state_dict, model, skip_mismatched=args.skip_mismatched,
+            strict=not args.allow_partial, source=args.input)
+        meta = {"format": 1, "arch": args.arch, "kind": type(model).__name__,
+                "depth": model.depth, "source": args.source,
+                "stem": getattr(model, "stem", None), "in_channels": 3 if args.arch.startswith(
+                    "r3d") else args.in_channels, "num_classes": args.num_classes,
+                "conv1_t_stride": args.conv1_t_stride, "source_file": str(args.input),
+                "source_sha256": _sha256(args.input), "report": report.to_dict()}
+        save_converted(args.output, variables, meta, overwrite=args.overwrite)
+    except ConversionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(report.format())
+    print(f"wrote {args.output}")
+    return 0
