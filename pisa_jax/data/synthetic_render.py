@@ -1,15 +1,15 @@
 """Rendering one synthetic piano performance: frames (keyboard + two hands) and audio.
 
 Skill level L (0..9, s = L / 9) changes what is seen AND heard, so either modality can tell it:
-  chord size         1 + L // 2 keys under the right hand (more keys pressed, more partials)
+  chord size         1 + L keys pressed at once, by both hands (more keys lit, more partials)
   tempo              1.5 + 0.75 L chords per second (key changes, note onsets)
   timing jitter      onsets off the beat by N(0, 0.3 (1 - s)) beats
   wrong notes        probability 0.5 (1 - s) per chord that one key is the black key beside it
                      (a dissonant semitone in the audio)
   unsteady hands     both hands shake by N(0, 0.05 (1 - s)) of the frame per frame
   uneven dynamics    loudness varies by 0.35 (1 - s)
-Per video, nuisances that do not depend on skill: background and skin colours, chord sequence,
-tempo +-10 %, camera offset. Everything is drawn from `rng`, so a seed fixes the video.
+Per video, nuisances that do not depend on skill: chord sequence, tempo +-10 %, camera position
+(+-2 % of the frame). Everything is drawn from `rng`, so a seed fixes the video.
 """
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ import dataclasses
 
 import numpy as np
 
-WHITE_KEYS = 14                                   # two octaves of C major
+WHITE_KEYS = 10                                   # C3 .. E4: few keys, so each is large
+HAND_KEYS = 5                                     # left hand keys 0-4, right hand 5-9
 SEMITONES = np.array([0, 2, 4, 5, 7, 9, 11])      # C D E F G A B
 HAS_BLACK_RIGHT = {0, 1, 3, 4, 5}                 # C#, D#, F#, G#, A# follow C, D, F, G, A
 SAMPLE_RATE = 44100
@@ -32,7 +33,7 @@ class Chord:
 
 def skill_parameters(level: int) -> dict:
     s = level / 9.0
-    return {"chord_size": 1 + level // 2, "chords_per_s": 1.5 + 0.75 * level,
+    return {"chord_size": 1 + level, "chords_per_s": 1.5 + 0.75 * level,
             "jitter_beats": 0.3 * (1 - s), "wrong_prob": 0.5 * (1 - s),
             "shake": 0.05 * (1 - s), "dynamics": 0.35 * (1 - s)}
 
@@ -45,16 +46,14 @@ def _wrong(key: int) -> tuple[int, bool]:
 def performance(level: int, duration_s: float, rng: np.random.Generator) -> list[Chord]:
     p = skill_parameters(level)
     beat = 1.0 / (p["chords_per_s"] * rng.uniform(0.9, 1.1))
-    chords, root = [], int(rng.integers(0, 7))
+    chords = []
     for n in range(int(duration_s / beat) + 1):
         onset = n * beat + rng.normal(0.0, p["jitter_beats"] * beat)
-        root = (root + int(rng.integers(-2, 3))) % 7
-        right = sorted({7 + (root + 2 * j) % 7 for j in range(p["chord_size"])})
-        keys = [(k, False) for k in right]
+        white = np.sort(rng.choice(WHITE_KEYS, p["chord_size"], replace=False))
+        keys = [(int(k), False) for k in white]
         if rng.random() < p["wrong_prob"]:
             i = int(rng.integers(0, len(keys)))
             keys[i] = _wrong(keys[i][0])
-        keys.append((root, False))  # left hand: the bass note
         velocity = float(np.clip(0.7 + p["dynamics"] * rng.normal(), 0.2, 1.0))
         chords.append(Chord(max(onset, 0.0), tuple(keys), velocity))
     chords.sort(key=lambda c: c.onset_s)
@@ -87,15 +86,17 @@ def render_audio(chords: list[Chord], duration_s: float, rng: np.random.Generato
 
 
 class Scene:
-    """Draws frames of size x size: keyboard in the lower 45 %, hands above it."""
+    """Draws frames of size x size: keyboard in the lower 55 %, hands above it."""
 
     def __init__(self, size: int, rng: np.random.Generator):
         self.size = size
-        self.background = np.sort(rng.uniform(20, 90, 3))[::-1]  # warm or grey, never blue
-        self.skin = rng.uniform([150, 100, 70], [230, 170, 130])
-        self.offset = rng.uniform(-0.03, 0.03, 2) * size          # camera position
+        # Same colours in every video: a colour unique to a video lets a net memorise videos
+        # instead of learning skill, and colour shifts would hide the pressed-key colour.
+        self.background = np.array([60.0, 50.0, 40.0])
+        self.skin = np.array([205.0, 145.0, 110.0])
+        self.offset = rng.uniform(-0.02, 0.02, 2) * size          # camera position
         self.key_w = size / WHITE_KEYS
-        self.top = int(0.55 * size)
+        self.top = int(0.45 * size)
         frame = np.empty((size, size, 3), np.float32)
         frame[:] = self.background * np.linspace(0.7, 1.2, size)[:, None, None]
         frame[self.top:] = 225.0
@@ -135,8 +136,8 @@ class Scene:
             if not key[1] and (key[0] - 1) % 7 in HAS_BLACK_RIGHT and key[0] > 0 \
                     and (key[0] - 1, True) not in pressed:
                 self._key_box(frame, (key[0] - 1, True), 25.0)
-        hands = [[k for k in pressed if k[0] < 7] or [(3, False)],
-                 [k for k in pressed if k[0] >= 7] or [(10, False)]]
+        hands = [[k for k in pressed if k[0] < HAND_KEYS] or [(2, False)],
+                 [k for k in pressed if k[0] >= HAND_KEYS] or [(7, False)]]
         for hand, (keys, (dx, dy)) in enumerate(zip(hands, shake)):
             centre = np.mean([(w + 0.5 + 0.5 * b) * self.key_w for w, b in keys]) + dx
             hand_y = self.top - 0.12 * self.size + dy

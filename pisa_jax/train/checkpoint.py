@@ -25,8 +25,12 @@ class CheckpointError(RuntimeError):
 
 
 def _manager(directory: Path, *, read_only: bool = False) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=1, create=not read_only,
-                                           read_only=read_only, cleanup_tmp_directories=not read_only)
+    if read_only:  # evaluation / prediction: never writes, never cleans up
+        options = ocp.CheckpointManagerOptions(read_only=True, create=False, max_to_keep=None,
+                                               save_interval_steps=0)
+    else:
+        options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
+                                               cleanup_tmp_directories=True)
     return ocp.CheckpointManager(directory.absolute(), options=options, item_names=("state", "meta"))
 
 

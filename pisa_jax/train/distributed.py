@@ -37,7 +37,10 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
                                "and --process_id, or none of them")
     if coordinator_address is None and not _in_multi_process_cluster():
         return False
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    except (AttributeError, ValueError):  # a jax whose CPU collectives need no choosing
+        pass
     if coordinator_address is not None:
         jax.distributed.initialize(coordinator_address=coordinator_address,
                                    num_processes=num_processes, process_id=process_id)
@@ -85,5 +88,12 @@ def unreplicate(tree):
 
 
 def unreplicate_to_host(tree):
-    """numpy copy of the first replica: what checkpoints and reports store."""
-    return jax.tree_util.tree_map(lambda x: np.asarray(jax.device_get(x[0])), tree)
+    """numpy copy of the first local replica: what checkpoints and reports store.
+
+    Reads the first addressable shard directly (no indexing program to compile per leaf
+    shape, and valid on every host of a multi-host run)."""
+    def first(x):
+        if isinstance(x, jax.Array):
+            return np.asarray(x.addressable_shards[0].data)[0]
+        return np.asarray(x)[0]
+    return jax.tree_util.tree_map(first, tree)

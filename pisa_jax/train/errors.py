@@ -14,8 +14,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from pisa_jax.train.loop import NonFiniteLossError
     found = [TrainConfigError, CheckpointError, InitWeightsError, NonFiniteLossError]
     # The data and conversion modules' own error classes, where they exist.
-    for module, name in (("pisa_jax.data.media", "MediaError"),
-                         ("pisa_jax.data.pipeline", "DatasetError"),
+    for module, name in (("pisa_jax.data.errors", "DataError"),
+                         ("pisa_jax.predict", "PredictError"),
                          ("pisa_jax.convert", "ConversionError")):
         try:
             cls = getattr(importlib.import_module(module), name, None)

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 
 from pisa_jax.train import reports
+from pisa_jax.train.distributed import unreplicate_to_host
 from pisa_jax.train.metrics import evaluation_results
 
 
@@ -26,7 +27,7 @@ def predict_split(eval_step, variables, source, *, global_batch_size: int) -> tu
     for batch in prefetch_to_device(batches, size=2):
         out = eval_step(variables, batch)
         # every device holds the all-gathered global batch: read the first: [global_devices, b, ...]
-        out = jax.tree_util.tree_map(lambda x: np.asarray(jax.device_get(x[0])), out)
+        out = unreplicate_to_host(out)
         keep = out["mask"].reshape(-1)
         labels.append(out["label"].reshape(-1)[keep])
         for head, p in out["probs"].items():

@@ -1,9 +1,9 @@
 """Start the backbones from converted PyTorch weights (python -m pisa_jax.convert ...).
 
 The converted tree must cover every parameter and BatchNorm statistic of the backbone with the
-same shape; a classifier the converted model may carry (`fc`) is not part of our backbones and is
-left out with a note. Anything else that does not fit is an error naming the path: a silently
-partial start would void the comparison with the paper.
+same shape, and nothing more: a classifier the converted model may carry (`fc`) is left out with
+a note; anything else that does not fit (missing, extra or differently shaped) is an error
+naming the path: a silently partial start would void the comparison with the paper.
 """
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ from typing import Any
 
 import jax
 import numpy as np
+
+
+CLASSIFIER = "fc"  # the pretrained nets' own classifier: not part of our backbones
 
 
 class InitWeightsError(ValueError):
@@ -56,9 +59,16 @@ def merge_backbone(variables: dict, converted: dict, backbone: str, source: str)
                     f"{tuple(np.shape(theirs[path]))}, the model expects {tuple(np.shape(leaf))} "
                     f"(depth, stem or base_width differ?)")
         extra = sorted(set(theirs) - set(wanted))
-        if extra:
-            notes.append(f"{source}: left out {len(extra)} {collection} not in the backbone "
-                         f"({', '.join('/'.join(map(str, p)) for p in extra[:4])}{' ...' if len(extra) > 4 else ''})")
+        classifier = [p for p in extra if p[0] == CLASSIFIER]
+        others = [p for p in extra if p[0] != CLASSIFIER]
+        if others:  # e.g. R34 weights for an R18: its first blocks would fit, the rest not
+            shown = ", ".join("/".join(map(str, p)) for p in others[:5])
+            raise InitWeightsError(
+                f"{source}: {len(others)} {collection} are not in {backbone} (e.g. {shown}); "
+                f"was it converted for another depth?")
+        if classifier:
+            notes.append(f"{source}: left out the converted classifier ({CLASSIFIER}, "
+                         f"{len(classifier)} {collection}): the heads replace it")
         merged[collection][backbone] = _unflat_like(
             ours, {p: np.asarray(theirs[p], dtype=np.float32) for p in wanted})
     return merged, notes

@@ -49,7 +49,7 @@ def check_workdir_config(config: TrainConfig, workdir: Path, *, override: bool) 
         print("Overriding the workdir's config:\n  " + "\n  ".join(diffs))
 
 
-class _Subset:
+class Subset:
     """The first n samples of a random-access source."""
 
     def __init__(self, source, n: int):
@@ -64,8 +64,8 @@ class _Subset:
         return self.source[i]
 
 
-def _subset(source, n: int):
-    return _Subset(source, n) if n else source
+def subset(source, n: int):
+    return Subset(source, n) if n else source
 
 
 def _log(message: str) -> None:
@@ -91,8 +91,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path, *, override_con
     if dataset is None:
         dataset = open_dataset(config.dataset, config=dataset_config_of(config),
                                data_dir=config.data_dir)
-    train_source = _subset(dataset.train, config.train_subset)
-    test_source = _subset(dataset.test, config.test_subset)
+    train_source = subset(dataset.train, config.train_subset)
+    test_source = subset(dataset.test, config.test_subset)
     spe = steps_per_epoch(len(train_source), config.batch_size)
     if spe < 1:
         raise TrainConfigError(f"batch_size={config.batch_size} is larger than the training split "
@@ -131,8 +131,9 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path, *, override_con
                                     checkpoints, workdir)
             save_latest(epoch + 1)
         if results is None:  # nothing left to train: the run was already complete
+            _log(f"{workdir}: the run is complete ({config.epochs} epochs); evaluating only")
             results = _evaluate(run, eval_step, rstate, test_source, config.epochs - 1, step,
-                                meta, log, checkpoints, workdir)
+                                meta, None, None, workdir)
     finally:
         checkpoints.wait()
         checkpoints.close()
@@ -201,12 +202,14 @@ def _train_epoch(run, train_step, rstate, source, epoch, spe, step, log, checkpo
 
 
 def _evaluate(run, eval_step, rstate, source, epoch, step, meta, log, checkpoints, workdir):
+    """Score the test split; log it, and keep it as the best checkpoint if it is (both skipped
+    when log / checkpoints are None: re-scoring a finished run records nothing new)."""
     variables = {"params": rstate.params, "batch_stats": rstate.batch_stats}
     start = time.perf_counter()
     results = score(eval_step, variables, source, global_batch_size=run.config.batch_size,
                     primary=run.primary)
     accuracy = results["accuracy"]
-    best = accuracy > meta["best_accuracy"]
+    best = checkpoints is not None and accuracy > meta["best_accuracy"]
     if best:
         meta.update(best_accuracy=accuracy, best_step=step, best_epoch=epoch + 1)
         checkpoints.save_best(unreplicate_to_host(rstate), {**meta, "epoch": epoch + 1})

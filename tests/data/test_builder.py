@@ -11,7 +11,8 @@ from pisa_jax.data import encode, open_path
 
 
 def by_key(source):
-    return {f"{s['video_id']}_{s['sample_idx']}": s for s in (source[i] for i in range(len(source)))}
+    samples = (source[i] for i in range(len(source)))
+    return {f"{s['video_id']}_{s['sample_idx']}": s for s in samples}
 
 
 @pytest.mark.parametrize("per_clip", [False, True])
@@ -60,7 +61,8 @@ def test_frame_folders_and_untrimmed_youtube_videos(tmp_path, write_annotations,
     (annotations / "annotations_consecutive_test.json").write_text(
         json.dumps(records(2, 6, 25.0, 2, 8)))
     (annotations / "raw_annotations.json").write_text(json.dumps([
-        {"video_id": 2, "youtube link": "https://youtu.be/abcdefghijk", "crop": "320, 180, 640, 360",
+        {"video_id": 2, "youtube link": "https://youtu.be/abcdefghijk",
+         "crop": "320, 180, 640, 360",
          "framerate": 25, "start_time": "0:02", "level_player": 7, "level_song": 1}]))
     result = build(small_config(str(annotations)), manual, tmp_path / "data", num_workers=1)
     ds = open_path(result.path)

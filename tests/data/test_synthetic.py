@@ -59,4 +59,5 @@ def test_tiny_dataset_is_built_once_and_reused(synthetic_tiny):
     video = synthetic_tiny.source_dir / "videos" / f"{min(train_ids)}.mp4"
     info = media.probe(video)
     assert info.fps == size.fps and info.has_audio
-    assert info.num_frames >= size.train_samples_per_video * size.clips_per_sample * size.clip_length
+    frames_per_sample = size.clips_per_sample * size.clip_length
+    assert info.num_frames >= size.train_samples_per_video * frames_per_sample

@@ -1,23 +1,20 @@
 """The pmap train step: data parallelism is exact, the multimodal head is isolated."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
+from pisa_jax.data.pipeline import NORMALIZATION
+from pisa_jax.data.pipeline import prepare_inputs as prepare
 from pisa_jax.models import SkillModel
 from pisa_jax.train.distributed import replicate
 from pisa_jax.train.optimizer import make_optimizer
 from pisa_jax.train.state import create_train_state, init_variables
 from pisa_jax.train.step import make_eval_step, make_train_step
 
-MEAN, STD = (0.43, 0.40, 0.38), (0.28, 0.27, 0.27)
+MEAN, STD = NORMALIZATION["hara"]
 GLOBAL_BATCH = 8
-
-
-def prepare(batch, mean, std, dtype):
-    """Stand-in for the pipeline's prepare_inputs (uint8 video, float spectrogram)."""
-    video = (batch["video"].astype(jnp.float32) / 255 - jnp.asarray(mean)) / jnp.asarray(std)
-    return {"video": video.astype(dtype), "spectrogram": batch["spectrogram"].astype(dtype)}
 
 
 def tiny_model(dropout=0.0, bn_axis_name=None):
@@ -42,11 +39,15 @@ def replicate_n(tree, n):
     return replicate(tree, jax.local_devices()[:n])
 
 
-def fresh_state(tx, seed=0):
+@functools.lru_cache(maxsize=1)
+def _variables():
     batch = global_batch()
     video = prepare(batch, MEAN, STD, jnp.float32)["video"][:1]
-    variables = init_variables(tiny_model(), seed, video, jnp.asarray(batch["spectrogram"][:1]))
-    return create_train_state(variables, tx, seed)
+    return init_variables(tiny_model(), 0, video, jnp.asarray(batch["spectrogram"][:1]))
+
+
+def fresh_state(tx):
+    return create_train_state(_variables(), tx, 0)
 
 
 def run_step(devices, tx, *, loss_weights=None, steps=1):
@@ -78,30 +79,30 @@ def test_four_devices_equal_one_device_on_the_global_batch():
     assert jax.tree_util.tree_leaves(four.batch_stats)  # BN statistics exist and were compared
 
 
-def test_multimodal_loss_alone_leaves_backbones_unchanged():
-    tx = make_optimizer("adam", 1e-2, 0.0)  # coupled L2 would move every parameter
-    before = fresh_state(tx)
-    after, _ = run_step(2, tx, loss_weights={"visual": 0.0, "aural": 0.0, "multimodal": 1.0})
-    for part in ("visual_backbone", "aural_backbone", "visual_head", "aural_head"):
-        jax.tree_util.tree_map(lambda a, b: np.testing.assert_array_equal(a, b[0]),
-                               before.params[part], after.params[part])
-    changed = jax.tree_util.tree_map(lambda a, b: not np.array_equal(a, b[0]),
-                                     before.params["multimodal_head"], after.params["multimodal_head"])
-    assert all(jax.tree_util.tree_leaves(changed))  # the head itself learns
-
-
-def test_each_device_draws_its_own_dropout_mask():
-    """The same sample on two devices: with equal dropout keys the pmean'd update would equal
-    a one-device step on that sample (synced BN over two copies = BN over one)."""
+def test_multimodal_loss_moves_only_its_head_and_dropout_differs_per_device():
+    """A step on the multimodal loss alone (weight decay 0: coupled L2 would move everything)
+    leaves both backbones and the unimodal heads unchanged. The same sample on two devices:
+    with equal dropout keys the pmean'd update would equal a one-device step on that sample
+    (synced BN over two copies = BN over one), so the heads must differ."""
     tx = make_optimizer("adam", 1e-2, 0.0)
     step = make_train_step(tiny_model(dropout=0.5, bn_axis_name="batch"), tx, prepare, mean=MEAN,
-                           std=STD, dtype=jnp.float32, modalities=("visual", "aural"))
+                           std=STD, dtype=jnp.float32, modalities=("visual", "aural"),
+                           loss_weights={"visual": 0.0, "aural": 0.0, "multimodal": 1.0})
     one = jax.tree_util.tree_map(lambda x: x[None, :1], global_batch())      # [1, 1, ...]
     two = jax.tree_util.tree_map(lambda x: np.concatenate([x, x]), one)      # [2, 1, ...]
-    s1, _ = step(replicate_n(fresh_state(tx), 1), one)
-    s2, _ = step(replicate_n(fresh_state(tx), 2), two)
-    head1 = np.asarray(s1.params["visual_head"]["out"]["kernel"][0])
-    head2 = np.asarray(s2.params["visual_head"]["out"]["kernel"][0])
+    before = fresh_state(tx)
+    s1, _ = step(replicate_n(before, 1), one)
+    s2, _ = step(replicate_n(before, 2), two)
+    for after in (s1, s2):
+        for part in ("visual_backbone", "aural_backbone", "visual_head", "aural_head"):
+            jax.tree_util.tree_map(lambda a, b: np.testing.assert_array_equal(a, b[0]),
+                                   before.params[part], after.params[part])
+        changed = jax.tree_util.tree_map(lambda a, b: not np.array_equal(a, b[0]),
+                                         before.params["multimodal_head"],
+                                         after.params["multimodal_head"])
+        assert all(jax.tree_util.tree_leaves(changed))  # the head itself learns
+    head1 = np.asarray(s1.params["multimodal_head"]["out"]["kernel"][0])
+    head2 = np.asarray(s2.params["multimodal_head"]["out"]["kernel"][0])
     assert not np.allclose(head1, head2, atol=1e-7)
 
 

@@ -1,0 +1,80 @@
+"""train_and_evaluate end to end on the tiny synthetic dataset, and the NaN stop."""
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from pisa_jax.train import NonFiniteLossError, preset, train_and_evaluate
+from pisa_jax.train.checkpoint import Checkpoints
+from pisa_jax.train.reports import read_metrics
+
+
+def test_run_writes_checkpoints_reports_and_results(smoke_run):
+    config, workdir, results = smoke_run
+    names = {p.name for p in workdir.iterdir()}
+    assert {"config.json", "inputs.json", "metrics.jsonl", "results.json", "results_best.json",
+            "confusion_matrix.png", "training_curves.png", "tensorboard", "checkpoints"} <= names
+    assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+    assert json.loads((workdir / "config.json").read_text()) == config.to_dict()
+    saved = json.loads((workdir / "results.json").read_text())
+    assert saved["step"] == 10 and saved["epoch"] == 2 and saved["num_samples"] == 10
+    assert set(saved["heads"]) == {"visual", "aural", "multimodal"}
+    assert saved["prediction_head"] == "multimodal" and saved["accuracy"] == results["accuracy"]
+    for head in saved["heads"].values():
+        assert {"accuracy", "per_class_accuracy", "mae_levels", "spearman",
+                "confusion_matrix"} <= set(head)
+        assert len(head["per_class_accuracy"]) == 10
+    records = read_metrics(workdir / "metrics.jsonl")
+    assert [(r["kind"], r["step"]) for r in records] == [
+        ("train", 5), ("eval", 5), ("train", 10), ("eval", 10)]
+    assert all(np.isfinite(r["loss"]) and r["samples_per_s"] > 0 for r in records if r["kind"] == "train")
+    checkpoints = Checkpoints(workdir, read_only=True)
+    assert checkpoints.latest_step() == 10
+    assert checkpoints.latest_step("best") == saved["best"]["step"]
+    checkpoints.close()
+
+
+def test_finished_run_restarted_only_re_evaluates(smoke_run):
+    config, workdir, results = smoke_run
+    again = train_and_evaluate(config, workdir)
+    assert again["accuracy"] == results["accuracy"] and again["step"] == 10
+
+
+class _Poisonable:
+    """A source whose spectrograms turn to NaN once `poisoned` is set."""
+
+    def __init__(self, source):
+        self.source, self.poisoned = source, False
+
+    def __len__(self):
+        return len(self.source)
+
+    def __getitem__(self, i):
+        sample = dict(self.source[i])
+        if self.poisoned:
+            sample["spectrogram"] = np.full_like(sample["spectrogram"], np.nan)
+        return sample
+
+
+def test_non_finite_loss_stops_keeping_the_last_good_checkpoint(synthetic_tiny, tmp_path):
+    from pisa_jax.data import open_dataset
+    dataset = open_dataset("synthetic", "tiny", data_dir=synthetic_tiny.data_dir)
+    dataset.train = source = _Poisonable(dataset.train)
+
+    def poison_after_epoch_1(step):  # epoch 2's batches are read after this
+        source.poisoned = source.poisoned or step == 5
+
+    config = preset("smoke", data_dir=str(synthetic_tiny.data_dir), epochs=2, modalities=("aural",))
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 6 \(epoch 2\).*step 5"):
+        train_and_evaluate(config, tmp_path, dataset=dataset, on_step=poison_after_epoch_1)
+    checkpoints = Checkpoints(tmp_path, read_only=True)
+    assert checkpoints.latest_step() == 5
+    state, _ = checkpoints.restore(_fresh_state(config, dataset))
+    checkpoints.close()
+    assert all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(state.params))
+
+
+def _fresh_state(config, dataset):
+    from pisa_jax.train.setup import InputSpec, build
+    return build(config, InputSpec.of_dataset(dataset)).state
