@@ -118,9 +118,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         c = self.builder_config
         splits = annotations_lib.load_annotations(c.annotations, c.sampling)
         frames = c.clips_per_sample * c.clip_length
-        wrong = [(f"video {s.video_id}", f"sample {s.key} has {s.frames.size} frames, config "
-                  f"{c.name} needs {frames}") for ss in splits.values() for s in ss
-                 if s.frames.size != frames]
+        source = c.annotations or annotations_lib.shipped_annotations_dir()
+        wrong = [(source, f"sample {s.key} has {s.frames.size} frames, config {c.name} needs "
+                  f"{frames} ({c.clips_per_sample} clips x {c.clip_length})")
+                 for ss in splits.values() for s in ss if s.frames.size != frames]
         if wrong:
             raise DataError(wrong, header="annotations do not fit the config:")
         # raw_annotations.json beside the sample files (a file path has none beside it)
