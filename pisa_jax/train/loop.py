@@ -98,7 +98,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path, *, override_con
         raise TrainConfigError(f"batch_size={config.batch_size} is larger than the training split "
                                f"({len(train_source)} samples)")
     spec = InputSpec.of_dataset(dataset)
-    run = build(config, spec)
+    run = build(config, spec, total_steps=spe * config.epochs)
     for note in run.notes:
         _log(note)
 

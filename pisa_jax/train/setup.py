@@ -87,7 +87,9 @@ class Components:
         return make_eval_step(self.eval_model, prepare, **common)
 
 
-def build(config: TrainConfig, spec: InputSpec, *, load_init_weights: bool = True) -> Components:
+def build(config: TrainConfig, spec: InputSpec, *, load_init_weights: bool = True,
+          total_steps: int = 1) -> Components:
+    """total_steps: of the whole run, for a decaying learning-rate schedule."""
     model = build_model(config, spec.num_classes, bn_axis_name="batch")
     eval_model = build_model(config, spec.num_classes, bn_axis_name=None)
     video, spectrogram = dummy_inputs(config.modalities, clips=spec.clips,
@@ -100,6 +102,7 @@ def build(config: TrainConfig, spec: InputSpec, *, load_init_weights: bool = Tru
         variables, notes = load_initial_weights(
             variables, visual_init=config.visual_init, aural_init=config.aural_init,
             modalities=config.modalities)
-    tx = make_optimizer(config.optimizer, config.learning_rate, config.weight_decay)
+    tx = make_optimizer(config.optimizer, config.learning_rate, config.weight_decay,
+                        schedule=config.lr_schedule, total_steps=total_steps)
     state = create_train_state(variables, tx, config.seed)
     return Components(config, spec, model, eval_model, tx, state, notes)

@@ -63,3 +63,14 @@ def test_uneven_batch_is_an_error_before_anything_runs(tmp_path):
     with pytest.raises(TrainConfigError, match="batch_size=6 does not split evenly over 4 devices"):
         train_and_evaluate(preset("smoke", batch_size=6), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_train_py_reports_user_errors_without_a_traceback(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location(
+        "train_script", Path(__file__).parents[2] / "train.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--workdir", str(tmp_path), "--preset", "smoke", "--batch_size", "6"]) == 1
+    assert "error: batch_size=6 does not split evenly" in capsys.readouterr().err
