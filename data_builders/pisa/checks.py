@@ -59,7 +59,7 @@ def _check_frames(job: VideoJob, problems: list) -> VideoJob:
 
 
 def check_job(job: VideoJob) -> tuple[VideoJob, list[tuple[str, str]]]:
-    """-> (job with its crop box in file pixels, problems). Runs in a worker process."""
+    """-> (job with its crop box in file pixels, problems). Runs in a worker thread."""
     problems: list[tuple[str, str]] = []
     try:
         if job.layout == "frames":

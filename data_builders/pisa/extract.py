@@ -1,5 +1,5 @@
 """One video -> its samples: frames decoded once (streaming), audio once, a spectrogram per
-sample (or per clip). Runs in a worker process; imports neither TFDS nor JAX."""
+sample (or per clip). Runs in a worker thread; imports neither TFDS nor JAX."""
 from __future__ import annotations
 
 import dataclasses

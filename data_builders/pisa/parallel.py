@@ -21,7 +21,8 @@ def run_parallel(fn: Callable, items: Sequence, num_workers: int, desc: str) -> 
                 yield fn(item)
                 bar.update()
             return
-        with futures.ThreadPoolExecutor(num_workers) as pool:
+        pool = futures.ThreadPoolExecutor(num_workers)
+        try:
             pending, queue = set(), list(reversed(items))
             while queue or pending:
                 while queue and len(pending) < 2 * num_workers:
@@ -30,3 +31,5 @@ def run_parallel(fn: Callable, items: Sequence, num_workers: int, desc: str) -> 
                 for future in done:
                     bar.update()
                     yield future.result()
+        finally:  # on an error, report it now rather than after the queued videos ran
+            pool.shutdown(wait=True, cancel_futures=True)

@@ -186,11 +186,17 @@ def read_image_frames(paths: Sequence[str | os.PathLike], size: int,
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
         raise MediaError(missing[0], "image file not found")
+    # ffmpeg's image2 demuxer picks the decoder from the extension: keep the images' own.
+    extensions = {os.path.splitext(os.fspath(p))[1].lower() for p in paths} or {".jpg"}
+    if len(extensions) > 1:
+        raise MediaError(os.path.dirname(os.fspath(paths[0])),
+                         f"frame images of mixed formats {sorted(extensions)}: use one")
+    extension = extensions.pop()
     with tempfile.TemporaryDirectory() as tmp:
         for i, image in enumerate(paths):  # numbered links: one image2 sequence, in order
-            os.symlink(os.path.abspath(image), os.path.join(tmp, f"{i:08d}.jpg"))
+            os.symlink(os.path.abspath(image), os.path.join(tmp, f"{i:08d}{extension}"))
         cmd = [ffmpeg_exe(), "-v", "error", "-nostdin", "-f", "image2", "-framerate", "25",
-               "-i", os.path.join(tmp, "%08d.jpg"), "-fps_mode", "passthrough",
+               "-i", os.path.join(tmp, f"%08d{extension}"), "-fps_mode", "passthrough",
                "-vf", _filters(size, crop), "-pix_fmt", "rgb24", "-f", "rawvideo", "pipe:1"]
         folder = os.path.dirname(os.fspath(paths[0])) if paths else "."
         return _stream_rgb(cmd, folder, size, np.arange(len(paths)), len(paths))

@@ -80,7 +80,7 @@ def _assemble(source: SampleSource, rows: np.ndarray, flips: np.ndarray | None,
     label = np.empty(len(rows), np.int32)
 
     def fill(i: int) -> None:  # in reader threads: numpy copies release the GIL
-        sample = source[rows[i]]
+        sample = first if i == 0 else source[rows[i]]  # row 0 was read to size the arrays
         if flips is not None and flips[i]:  # the same mirror for every frame of the sample
             _mirror_into(video[i], sample["video"])
         else:

@@ -82,11 +82,6 @@ def replicate(tree, devices=None):
     return jax.tree_util.tree_map(put, tree)
 
 
-def unreplicate(tree):
-    """The first local device's copy (all copies are equal: the step pmeans everything)."""
-    return jax.tree_util.tree_map(lambda x: x[0], tree)
-
-
 def unreplicate_to_host(tree):
     """numpy copy of the first local replica: what checkpoints and reports store.
 
@@ -94,6 +89,8 @@ def unreplicate_to_host(tree):
     shape, and valid on every host of a multi-host run)."""
     def first(x):
         if isinstance(x, jax.Array):
-            return np.asarray(x.addressable_shards[0].data)[0]
-        return np.asarray(x)[0]
+            # A copy: on CPU np.asarray may view the device buffer, which the next step donates
+            # while an asynchronous checkpoint save may still be reading it.
+            return np.array(np.asarray(x.addressable_shards[0].data)[0], copy=True)
+        return np.array(x[0], copy=True)
     return jax.tree_util.tree_map(first, tree)

@@ -46,12 +46,9 @@ def head_scores(probs: np.ndarray, labels: np.ndarray) -> dict:
 
 def evaluation_results(probs: dict[str, np.ndarray], labels: np.ndarray, *, primary: str) -> dict:
     """Scores of every head; `primary` names the head that makes the prediction."""
-    return {
-        "num_samples": int(len(labels)),
-        "prediction_head": primary,
-        "accuracy": head_scores(probs[primary], labels)["accuracy"],
-        "heads": {head: head_scores(p, labels) for head, p in probs.items()},
-    }
+    heads = {head: head_scores(p, labels) for head, p in probs.items()}
+    return {"num_samples": int(len(labels)), "prediction_head": primary,
+            "accuracy": heads[primary]["accuracy"], "heads": heads}
 
 
 def summary_line(results: dict) -> str:

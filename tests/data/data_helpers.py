@@ -56,7 +56,7 @@ def records(video_id, level, fps, n_samples, frames_per_sample, song_level=1,
     return out
 
 
-def write_jpegs(folder, frames):
+def write_jpegs(folder, frames, extension="jpg"):
     """frames -> folder/0.jpg, 1.jpg, ... (unpadded names: natural order matters)."""
     import subprocess
     from pisa_jax.data.media import ffmpeg_exe
@@ -64,5 +64,5 @@ def write_jpegs(folder, frames):
     n, height, width, _ = frames.shape
     subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
                     "-s", f"{width}x{height}", "-i", "pipe:0", "-q:v", "2", "-start_number", "0",
-                    str(folder / "%d.jpg")], input=frames.tobytes(), check=True)
-    return [folder / f"{i}.jpg" for i in range(n)]
+                    str(folder / f"%d.{extension}")], input=frames.tobytes(), check=True)
+    return [folder / f"{i}.{extension}" for i in range(n)]

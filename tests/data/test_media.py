@@ -31,10 +31,18 @@ def test_trim_and_crop(tmp_path):
     assert read_codes(uncropped)[0] != 0
 
 
-def test_image_folder_frames(tmp_path):
-    paths = write_jpegs(tmp_path / "frames", coded_frames(12))
+@pytest.mark.parametrize("extension", ["jpg", "png"])
+def test_image_folder_frames(tmp_path, extension):
+    paths = write_jpegs(tmp_path / "frames", coded_frames(12), extension)
     out = media.read_image_frames([paths[i] for i in (3, 11, 0)], 32)
     np.testing.assert_array_equal(read_codes(out), [3, 11, 0])
+
+
+def test_image_folder_of_mixed_formats_is_refused(tmp_path):
+    jpegs = write_jpegs(tmp_path / "a", coded_frames(2))
+    pngs = write_jpegs(tmp_path / "b", coded_frames(2), "png")
+    with pytest.raises(MediaError, match="mixed formats"):
+        media.read_image_frames([jpegs[0], pngs[1]], 32)
 
 
 def test_audio_is_mono_float_at_44k_and_aligned(tmp_path):
