@@ -37,10 +37,14 @@ def feature_dim(depth: int, base_width: int = 64) -> int:
 
 
 def torch_conv(features: int, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int],
-               *, dtype: Any, name: str) -> nn.Conv:
-    """A bias-free convolution padded exactly like `torch.nn.ConvNd(..., padding=padding)`."""
+               *, dtype: Any, name: str, use_bias: bool = False,
+               lowering: str = "native") -> nn.Conv:
+    """A convolution padded exactly like `torch.nn.ConvNd(..., padding=padding, bias=use_bias)`.
+
+    lowering: how a 3D convolution is computed ("native" only for now); parameters are the same.
+    """
     return nn.Conv(features, kernel_size=tuple(kernel), strides=tuple(stride),
-                   padding=tuple((p, p) for p in padding), use_bias=False, dtype=dtype,
+                   padding=tuple((p, p) for p in padding), use_bias=use_bias, dtype=dtype,
                    param_dtype=jnp.float32, kernel_init=KAIMING_FAN_OUT, name=name)
 
 
