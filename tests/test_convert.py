@@ -214,3 +214,83 @@ def test_cli_as_a_module(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: {tmp_path / 'none.pth'}: no such file"
+
+
+def test_renamed_entry_points():
+    """The training package has its own build_model / init_variables: ours name the arch."""
+    import pisa_jax.convert as convert
+    assert callable(convert.arch_model) and callable(convert.init_arch_variables)
+    assert not hasattr(convert, "build_model") and not hasattr(convert, "init_variables")
+    model = convert.arch_model("r2d18", "torchvision", num_classes=10, base_width=8)
+    assert (type(model), model.num_classes, model.in_channels, model.base_width) == (
+        ResNet2D, 10, 1, 8)
+
+
+def _one_error_line(capsys, expected_start):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(expected_start), err
+    return err[0]
+
+
+@pytest.mark.parametrize("flag, value", [("--in_channels", "0"), ("--in_channels", "-1"),
+                                         ("--num_classes", "0"), ("--num_classes", "-3"),
+                                         ("--conv1_t_stride", "0"), ("--base_width", "0")])
+def test_cli_rejects_non_positive_sizes(r2d18_file, tmp_path, capsys, flag, value):
+    """Each used to end in a traceback (ZeroDivisionError, a negative shape) or, for
+    --conv1_t_stride 0, in a written checkpoint that no model can run."""
+    arch = ["--arch", "r3d18", "--source", "hara"] if flag == "--conv1_t_stride" else [
+        "--arch", "r2d18", "--source", "torchvision"]
+    assert main(arch + [flag, value, str(r2d18_file), str(tmp_path / "out")]) == 1
+    line = _one_error_line(capsys, f"error: {flag}: ")
+    assert f"must be a positive integer, got {value}" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_output_that_is_a_file(r2d18_file, tmp_path, capsys):
+    """Used to end in a FileExistsError traceback, after the whole conversion."""
+    out = tmp_path / "notes.txt"
+    out.write_text("mine\n")
+    args = ["--arch", "r2d18", "--source", "torchvision", str(r2d18_file)]
+    assert main(args + [str(out)]) == 1
+    assert _one_error_line(capsys, f"error: {out}: ") == (
+        f"error: {out}: exists and is not a directory")
+    assert main(args + ["--overwrite", str(out / "sub")]) == 1
+    assert "is not a directory" in _one_error_line(capsys, f"error: {out / 'sub'}: ")
+    assert out.read_text() == "mine\n" and sorted(tmp_path.iterdir()) == [out]
+
+
+def test_cli_refuses_abbreviated_flags(tmp_path, capsys):
+    """`--num_class 10` used to pass as --num_classes; a typo must not change the output."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--arch", "r2d18", "--source", "torchvision", "--num_class", "10",
+              str(tmp_path / "in.pth"), str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --num_class" in capsys.readouterr().err
+
+
+def test_overwrite_keeps_the_old_checkpoint_when_writing_fails(tmp_path, monkeypatch):
+    """The new checkpoint is complete before the old one is touched: a failing write (a full
+    disk) leaves the old checkpoint loadable and no temporary files behind."""
+    import orbax.checkpoint as ocp
+    old = {"params": {"w": np.arange(3, dtype=np.float32)}}
+    save_converted(tmp_path / "out", old, {"arch": "old"})
+    before = sorted(p.name for p in (tmp_path / "out").iterdir())
+
+    def disk_full(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(ocp.StandardCheckpointer, "save", disk_full)
+    with pytest.raises(ConversionError, match="cannot write the checkpoint.*No space left"):
+        save_converted(tmp_path / "out", {"params": {"w": np.zeros(3, np.float32)}},
+                       {"arch": "new"}, overwrite=True)
+    monkeypatch.undo()
+    variables, meta = load_converted(tmp_path / "out")
+    assert meta["arch"] == "old"
+    np.testing.assert_array_equal(variables["params"]["w"], old["params"]["w"])
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == before == [
+        "meta.json", "variables"]
+
+    save_converted(tmp_path / "out", {"params": {"w": np.ones(3, np.float32)}},
+                   {"arch": "new"}, overwrite=True)
+    variables, meta = load_converted(tmp_path / "out")
+    assert meta["arch"] == "new" and variables["params"]["w"].tolist() == [1, 1, 1]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["meta.json", "variables"]

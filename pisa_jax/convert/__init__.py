@@ -17,13 +17,17 @@ Modules: `table` (the PyTorch key -> Flax path table), `state_dict` (Algorithm 1
 report), `files` (.pth / .safetensors in; orbax + meta.json out and back), `cli`.
 
     python -m pisa_jax.convert --arch r3d18 --source hara r3d18_KM_200ep.pth checkpoints/r3d18_hara
+
+Errors the user can fix (a bad file, flag value or output path) are ConversionError: the CLI
+prints them as one `error: <what>: <problem>` line and exits 1, having written nothing.
 """
-from pisa_jax.convert.cli import build_model, main
-from pisa_jax.convert.files import load_converted, load_weight_file, save_converted
+from pisa_jax.convert.cli import arch_model, main
+from pisa_jax.convert.files import (check_output_dir, load_converted, load_weight_file,
+                                    save_converted)
 from pisa_jax.convert.state_dict import (ConversionError, ConversionReport, clean_state_dict,
-                                         convert_state_dict, init_variables)
+                                         convert_state_dict, init_arch_variables)
 from pisa_jax.convert.table import LAYOUTS, flax_path, layout_of
 
-__all__ = ["LAYOUTS", "ConversionError", "ConversionReport", "build_model", "clean_state_dict",
-           "convert_state_dict", "flax_path", "init_variables", "layout_of", "load_converted",
-           "load_weight_file", "main", "save_converted"]
+__all__ = ["LAYOUTS", "ConversionError", "ConversionReport", "arch_model", "check_output_dir",
+           "clean_state_dict", "convert_state_dict", "flax_path", "init_arch_variables",
+           "layout_of", "load_converted", "load_weight_file", "main", "save_converted"]

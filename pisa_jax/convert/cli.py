@@ -6,22 +6,32 @@ import hashlib
 import sys
 from pathlib import Path
 
-from pisa_jax.convert.files import load_weight_file, save_converted
+from pisa_jax.convert.files import check_output_dir, load_weight_file, save_converted
 from pisa_jax.convert.state_dict import ConversionError, convert_state_dict
 from pisa_jax.models import ResNet2D, ResNet3D
 
 ARCHS = [f"r3d{d}" for d in (10, 18, 34, 50, 101, 152, 200)] + [
     f"r2d{d}" for d in (18, 34, 50, 101, 152)]
+SOURCES = ("hara", "torchvision")
 
 
-def build_model(arch: str, source: str, *, in_channels: int = 1, num_classes: int | None = None,
-                conv1_t_stride: int = 1) -> ResNet3D | ResNet2D:
+def arch_model(arch: str, source: str, *, in_channels: int = 1, num_classes: int | None = None,
+               conv1_t_stride: int = 1, base_width: int = 64) -> ResNet3D | ResNet2D:
+    """The Flax model that a file of this architecture and source converts into.
+
+    Raises ConversionError naming the flag for a value no model can have."""
+    for flag, value in (("--in_channels", in_channels), ("--num_classes", num_classes),
+                        ("--conv1_t_stride", conv1_t_stride), ("--base_width", base_width)):
+        if value is not None and value < 1:
+            raise ConversionError(flag, f"must be a positive integer, got {value}")
     depth = int(arch[3:])
     if arch.startswith("r2d"):
         if source != "torchvision":
-            raise ValueError(f"{arch}: 2D weights come from torchvision (--source torchvision)")
-        return ResNet2D(depth, num_classes, in_channels=in_channels)
-    return ResNet3D(depth, num_classes, stem=source, conv1_t_stride=conv1_t_stride)
+            raise ConversionError("--source", f"{arch}: 2D weights come from torchvision "
+                                              "(--source torchvision)")
+        return ResNet2D(depth, num_classes, in_channels=in_channels, base_width=base_width)
+    return ResNet3D(depth, num_classes, stem=source, conv1_t_stride=conv1_t_stride,
+                    base_width=base_width)
 
 
 def _sha256(path: Path) -> str:
@@ -32,17 +42,21 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     package_doc = sys.modules["pisa_jax.convert"].__doc__  # imported by now: we live in it
     parser = argparse.ArgumentParser(prog="python -m pisa_jax.convert", description=package_doc,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)  # --num_class must not pass silently
     parser.add_argument("--arch", required=True, choices=ARCHS)
-    parser.add_argument("--source", required=True, choices=("hara", "torchvision"),
+    parser.add_argument("--source", required=True, choices=SOURCES,
                         help="whose layout the file has; for r3d also the stem of the model")
     parser.add_argument("--in_channels", type=int, default=1, help="r2d input channels")
     parser.add_argument("--num_classes", type=int, default=None,
                         help="keep a classifier of this size (default: backbone only)")
     parser.add_argument("--conv1_t_stride", type=int, default=1, help="r3d conv1 time stride")
+    parser.add_argument("--base_width", type=int, default=64,
+                        help="width of the first layer (64 in every published file; "
+                             "narrow nets are for tests)")
     parser.add_argument("--skip_mismatched", action="store_true",
                         help="skip tensors whose name matches but shape does not")
     parser.add_argument("--allow_partial", action="store_true",
@@ -50,22 +64,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace OUT's checkpoint")
     parser.add_argument("input", type=Path, help=".pth / .pt / .safetensors file")
     parser.add_argument("output", type=Path, help="directory for the orbax checkpoint")
-    args = parser.parse_args(argv)
-    try:
-        model = build_model(args.arch, args.source, in_channels=args.in_channels,
-                            num_classes=args.num_classes, conv1_t_stride=args.conv1_t_stride)
-    except ValueError as error:
-        parser.error(str(error))
-    try:
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:  # every check that needs no weights comes first: a bad flag costs no conversion
+        model = arch_model(args.arch, args.source, in_channels=args.in_channels,
+                           num_classes=args.num_classes, conv1_t_stride=args.conv1_t_stride,
+                           base_width=args.base_width)
+        check_output_dir(args.output, overwrite=args.overwrite)
         state_dict = load_weight_file(args.input)
         variables, report = convert_state_dict(
             state_dict, model, skip_mismatched=args.skip_mismatched,
             strict=not args.allow_partial, source=args.input)
         meta = {"format": 1, "arch": args.arch, "kind": type(model).__name__,
-                "depth": model.depth, "source": args.source,
-                "stem": getattr(model, "stem", None), "in_channels": 3 if args.arch.startswith(
-                    "r3d") else args.in_channels, "num_classes": args.num_classes,
-                "conv1_t_stride": args.conv1_t_stride, "source_file": str(args.input),
+                "depth": getattr(model, "depth", None), "source": args.source,
+                "stem": getattr(model, "stem", None),
+                "in_channels": args.in_channels if isinstance(model, ResNet2D) else 3,
+                "num_classes": args.num_classes, "conv1_t_stride": args.conv1_t_stride,
+                "base_width": args.base_width, "source_file": str(args.input),
                 "source_sha256": _sha256(args.input), "report": report.to_dict()}
         save_converted(args.output, variables, meta, overwrite=args.overwrite)
     except ConversionError as error:

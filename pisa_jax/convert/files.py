@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import zipfile
 from pathlib import Path
@@ -56,24 +57,57 @@ def load_weight_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return clean_state_dict(obj, path)
 
 
+def check_output_dir(out_dir: str | os.PathLike, *, overwrite: bool = False) -> None:
+    """Raise ConversionError unless `save_converted` may write to out_dir (before any work)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConversionError(out_dir, "exists and is not a directory")
+    for parent in out_dir.absolute().parents:  # mkdir would fail on a file on the way
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConversionError(out_dir, f"{parent} is not a directory")
+            break
+    if not overwrite and ((out_dir / "variables").exists() or (out_dir / "meta.json").exists()):
+        raise ConversionError(out_dir, "already holds a converted checkpoint (--overwrite)")
+
+
 def save_converted(out_dir: str | os.PathLike, variables: dict, meta: dict, *,
                    overwrite: bool = False) -> None:
-    """out_dir/variables (orbax, written atomically) + out_dir/meta.json (written last)."""
+    """out_dir/variables (orbax) + out_dir/meta.json, never a mixture of two conversions.
+
+    Both parts are first written under temporary names in out_dir: a failure there (a full
+    disk) leaves the previous checkpoint untouched. Then three renames swap them in, meta.json
+    last: a directory without meta.json is not a converted checkpoint (`load_converted` refuses
+    it), so a crash between the renames leaves no checkpoint rather than new variables with old
+    meta. Files in out_dir that are not ours are left alone."""
     import orbax.checkpoint as ocp
     out_dir = Path(out_dir).absolute()
+    check_output_dir(out_dir, overwrite=overwrite)
     ckpt_dir, meta_path = out_dir / "variables", out_dir / "meta.json"
-    if ckpt_dir.exists() or meta_path.exists():
-        if not overwrite:
-            raise ConversionError(out_dir, "already holds a converted checkpoint (--overwrite)")
-        meta_path.unlink(missing_ok=True)
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(ckpt_dir, variables)
-        checkpointer.wait_until_finished()
-    tmp = meta_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, indent=1, default=str))
-    os.replace(tmp, meta_path)
+    tag = f"{os.getpid()}-{secrets.token_hex(4)}"
+    new_ckpt, new_meta = out_dir / f".variables.new-{tag}", out_dir / f".meta.json.new-{tag}"
+    old_ckpt = out_dir / f".variables.old-{tag}"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with ocp.StandardCheckpointer() as checkpointer:
+            checkpointer.save(new_ckpt, variables)
+            checkpointer.wait_until_finished()
+        with open(new_meta, "w") as f:
+            f.write(json.dumps(meta, indent=1, default=str))
+            f.flush()
+            os.fsync(f.fileno())
+        meta_path.unlink(missing_ok=True)  # from here until the last rename: no checkpoint
+        if ckpt_dir.exists():
+            os.replace(ckpt_dir, old_ckpt)
+        os.replace(new_ckpt, ckpt_dir)
+        os.replace(new_meta, meta_path)
+    except OSError as error:
+        raise ConversionError(out_dir, f"cannot write the checkpoint ({_first_line(error)})"
+                              ) from None
+    finally:  # after a failure in the renames, a .variables.old-* stays for the user to recover
+        shutil.rmtree(new_ckpt, ignore_errors=True)
+        new_meta.unlink(missing_ok=True)
+    shutil.rmtree(old_ckpt, ignore_errors=True)
 
 
 def load_converted(out_dir: str | os.PathLike) -> tuple[dict, dict]:

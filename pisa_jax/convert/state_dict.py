@@ -66,7 +66,7 @@ def clean_state_dict(obj: Any, source: Any = None) -> dict[str, np.ndarray]:
     return arrays
 
 
-def init_variables(model: ResNet3D | ResNet2D, rng=None) -> dict:
+def init_arch_variables(model: ResNet3D | ResNet2D, rng=None) -> dict:
     """Freshly initialised {"params", "batch_stats"} of `model` as numpy.
 
     The default key uses the "rbg" generator: XLA compiles a threefry init of a ResNet in
@@ -135,7 +135,7 @@ def convert_state_dict(state_dict: Mapping[str, Any], model: ResNet3D | ResNet2D
     if strict:
         _check_one_to_one(report, source)
     if report.left_initialised:  # only then pay for a random init
-        initial = _flatten(init_variables(model, rng))
+        initial = _flatten(init_arch_variables(model, rng))
         flat.update({path: initial[path] for path in targets if path not in flat})
     variables: dict = {}
     for path in targets:  # the model's own order
