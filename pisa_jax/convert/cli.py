@@ -1,4 +1,4 @@
-"""python -m pisa_jax.convert --arch r3d18|...|r2d50 --source hara|torchvision IN OUT"""
+"""python -m pisa_jax.convert --arch r3d18|...|r2d50|c3d --source hara|torchvision|c3d IN OUT"""
 from __future__ import annotations
 
 import argparse
@@ -8,15 +8,15 @@ from pathlib import Path
 
 from pisa_jax.convert.files import check_output_dir, load_weight_file, save_converted
 from pisa_jax.convert.state_dict import ConversionError, convert_state_dict
-from pisa_jax.models import ResNet2D, ResNet3D
+from pisa_jax.models import C3D, ResNet2D, ResNet3D
 
 ARCHS = [f"r3d{d}" for d in (10, 18, 34, 50, 101, 152, 200)] + [
-    f"r2d{d}" for d in (18, 34, 50, 101, 152)]
-SOURCES = ("hara", "torchvision")
+    f"r2d{d}" for d in (18, 34, 50, 101, 152)] + ["c3d"]
+SOURCES = ("hara", "torchvision", "c3d")
 
 
 def arch_model(arch: str, source: str, *, in_channels: int = 1, num_classes: int | None = None,
-               conv1_t_stride: int = 1, base_width: int = 64) -> ResNet3D | ResNet2D:
+               conv1_t_stride: int = 1, base_width: int = 64) -> ResNet3D | ResNet2D | C3D:
     """The Flax model that a file of this architecture and source converts into.
 
     Raises ConversionError naming the flag for a value no model can have."""
@@ -24,6 +24,11 @@ def arch_model(arch: str, source: str, *, in_channels: int = 1, num_classes: int
                         ("--conv1_t_stride", conv1_t_stride), ("--base_width", base_width)):
         if value is not None and value < 1:
             raise ConversionError(flag, f"must be a positive integer, got {value}")
+    if (arch == "c3d") != (source == "c3d"):
+        raise ConversionError("--source", f"{source} does not make {arch} weights; C3D weights "
+                                          "come from --source c3d and only they do")
+    if arch == "c3d":
+        return C3D(num_classes, base_width=base_width)
     depth = int(arch[3:])
     if arch.startswith("r2d"):
         if source != "torchvision":

@@ -9,8 +9,11 @@ from typing import Any
 import jax
 import numpy as np
 
-from pisa_jax.convert.table import IGNORED_FIELDS, flax_path, layout_of, to_flax, torch_shape
-from pisa_jax.models import ResNet2D, ResNet3D
+from pisa_jax.convert.table import (CLASSIFIERS, IGNORED_FIELDS, flax_path, layout_of, to_flax,
+                                    torch_shape)
+from pisa_jax.models import C3D, ResNet2D, ResNet3D
+
+Model = ResNet3D | ResNet2D | C3D
 
 
 class ConversionError(Exception):
@@ -66,7 +69,7 @@ def clean_state_dict(obj: Any, source: Any = None) -> dict[str, np.ndarray]:
     return arrays
 
 
-def init_arch_variables(model: ResNet3D | ResNet2D, rng=None) -> dict:
+def init_arch_variables(model: Model, rng=None) -> dict:
     """Freshly initialised {"params", "batch_stats"} of `model` as numpy.
 
     The default key uses the "rbg" generator: XLA compiles a threefry init of a ResNet in
@@ -82,7 +85,7 @@ def _flatten(tree: Mapping) -> dict[tuple[str, ...], Any]:
             for path, leaf in jax.tree_util.tree_flatten_with_path(dict(tree))[0]}
 
 
-def convert_state_dict(state_dict: Mapping[str, Any], model: ResNet3D | ResNet2D, *,
+def convert_state_dict(state_dict: Mapping[str, Any], model: Model, *,
                        skip_mismatched: bool = False, strict: bool = False, rng=None,
                        source: Any = None) -> tuple[dict, ConversionReport]:
     """Algorithm 1 onto `model`'s variables (see the `pisa_jax.convert` docstring).
@@ -96,6 +99,7 @@ def convert_state_dict(state_dict: Mapping[str, Any], model: ResNet3D | ResNet2D
     # Shapes by tracing only: a random init is paid for only if something is left initialised.
     targets = _flatten(jax.eval_shape(
         lambda: model.init(jax.random.PRNGKey(0), model.example_input(), train=False)))
+    classifiers = CLASSIFIERS[layout]  # e.g. ("fc7", "fc8"): the last one counts the classes
     flat: dict[tuple[str, ...], np.ndarray] = {}  # what the file provides
     report = ConversionReport(layout)
     for key, value in arrays.items():
@@ -103,18 +107,18 @@ def convert_state_dict(state_dict: Mapping[str, Any], model: ResNet3D | ResNet2D
             continue
         mapped = flax_path(layout, key)
         if mapped is None or mapped[0] not in targets:
-            is_fc = mapped is not None and mapped[0][1] == "fc"
-            report.skipped.append((key, "the model has no classifier (num_classes=None)" if is_fc
+            report.skipped.append((key, "the model has no classifier (num_classes=None)"
+                                   if _is_classifier(layout, key)
                                    else f"no such layer in this {layout} model"))
             continue
         path, kind = mapped
         value, target = to_flax(kind, path[-1], value), targets[path]
         if value.shape != target.shape:
-            if kind == "conv" and target.shape[-2] == 1 and (
+            if kind == "conv" and path[-1] == "kernel" and target.shape[-2] == 1 and (
                     value.shape[:-2] + value.shape[-1:] == target.shape[:-2] + target.shape[-1:]):
                 value = value.sum(axis=-2, keepdims=True)
                 report.adapted.append(f"{key}: {arrays[key].shape[1]} input channels summed to 1")
-            elif path[1] == "fc" and value.shape[:-1] == target.shape[:-1]:
+            elif path[1] == classifiers[-1] and value.shape[:-1] == target.shape[:-1]:
                 report.skipped.append((key, f"{value.shape[-1]} classes in the file, the model "
                                             f"has {target.shape[-1]}"))
                 continue
@@ -147,9 +151,16 @@ def convert_state_dict(state_dict: Mapping[str, Any], model: ResNet3D | ResNet2D
     return variables, report
 
 
+def _is_classifier(layout: str, key: str) -> bool:
+    """Whether a PyTorch key belongs to a layer that only a model with num_classes has."""
+    mapped = flax_path(layout, key)
+    return mapped is not None and mapped[0][1] in CLASSIFIERS[layout]
+
+
 def _check_one_to_one(report: ConversionReport, source: Any) -> None:
-    unused = [key for key, _ in report.skipped if not key.startswith("fc.")]
-    missing = [p for p in report.left_initialised if p.split("/")[1] != "fc"]
+    unused = [key for key, _ in report.skipped if not _is_classifier(report.layout, key)]
+    missing = [p for p in report.left_initialised
+               if p.split("/")[1] not in CLASSIFIERS[report.layout]]
     problems = [f"{len(items)} {what} (e.g. {', '.join(items[:2])})" for items, what in
                 ((unused, "file tensors unused"), (missing, "model tensors not in the file"))
                 if items]

@@ -1,17 +1,20 @@
 """The declarative mapping table: PyTorch state-dict key -> Flax variable path, per layout,
-with the transpose each kind of layer needs (conv (O, I, *k) -> (*k, I, O), linear .T)."""
+with the transpose each kind of layer needs (conv (O, I, *k) -> (*k, I, O), linear .T).
+
+C3D's fc6 is a plain linear entry too: the Flax C3D flattens pool5 in PyTorch's [C, T, H, W]
+order, so no row permutation is needed here."""
 from __future__ import annotations
 
 import re
 
 import numpy as np
 
-from pisa_jax.models import ResNet2D, ResNet3D
+from pisa_jax.models import C3D, ResNet2D, ResNet3D
 
 # Per layer kind: PyTorch field -> (Flax collection, Flax leaf name). num_batches_tracked has no
 # Flax counterpart and is ignored.
 FIELDS = {
-    "conv": {"weight": ("params", "kernel")},
+    "conv": {"weight": ("params", "kernel"), "bias": ("params", "bias")},  # C3D has biases
     "bn": {"weight": ("params", "scale"), "bias": ("params", "bias"),
            "running_mean": ("batch_stats", "mean"), "running_var": ("batch_stats", "var")},
     "linear": {"weight": ("params", "kernel"), "bias": ("params", "bias")},
@@ -36,12 +39,20 @@ _TORCHVISION_VIDEO = (
     (_BLOCK + r"conv(\d)\.0", _FLAX_BLOCK + r"conv\3", "conv"),
     (_BLOCK + r"conv(\d)\.1", _FLAX_BLOCK + r"bn\3", "bn"),
 ) + _HARA_OR_2D[4:]
+_C3D = (
+    (r"conv(1|2|3a|3b|4a|4b|5a|5b)", r"conv\1", "conv"),
+    (r"fc(6|7|8)", r"fc\1", "linear"),
+)
 LAYOUTS = {"hara": _HARA_OR_2D, "torchvision-video": _TORCHVISION_VIDEO,
-           "torchvision-2d": _HARA_OR_2D}
+           "torchvision-2d": _HARA_OR_2D, "c3d": _C3D}
+# Flax modules that exist only when the model has num_classes; the last holds the class count.
+# Missing from the model or of another class count, they are skipped and reported, never an error.
+CLASSIFIERS = {"hara": ("fc",), "torchvision-video": ("fc",), "torchvision-2d": ("fc",),
+               "c3d": ("fc7", "fc8")}
 
 
 def to_flax(kind: str, leaf: str, value: np.ndarray) -> np.ndarray:
-    if kind == "conv":  # (O, I, *k) -> (*k, I, O)
+    if kind == "conv" and leaf == "kernel":  # (O, I, *k) -> (*k, I, O)
         return np.transpose(value, (*range(2, value.ndim), 1, 0))
     if kind == "linear" and leaf == "kernel":  # (O, I) -> (I, O)
         return value.T
@@ -50,12 +61,14 @@ def to_flax(kind: str, leaf: str, value: np.ndarray) -> np.ndarray:
 
 def torch_shape(kind: str, leaf: str, flax_shape: tuple[int, ...]) -> tuple[int, ...]:
     """The PyTorch shape a Flax leaf of this shape comes from (for error messages)."""
-    if kind == "conv":
+    if kind == "conv" and leaf == "kernel":
         return (flax_shape[-1], flax_shape[-2], *flax_shape[:-2])
     return tuple(reversed(flax_shape)) if kind == "linear" and leaf == "kernel" else flax_shape
 
 
-def layout_of(model: ResNet3D | ResNet2D) -> str:
+def layout_of(model: ResNet3D | ResNet2D | C3D) -> str:
+    if isinstance(model, C3D):
+        return "c3d"
     if isinstance(model, ResNet2D):
         return "torchvision-2d"
     if isinstance(model, ResNet3D):
