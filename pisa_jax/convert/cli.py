@@ -24,9 +24,12 @@ def arch_model(arch: str, source: str, *, in_channels: int = 1, num_classes: int
                         ("--conv1_t_stride", conv1_t_stride), ("--base_width", base_width)):
         if value is not None and value < 1:
             raise ConversionError(flag, f"must be a positive integer, got {value}")
-    if (arch == "c3d") != (source == "c3d"):
-        raise ConversionError("--source", f"{source} does not make {arch} weights; C3D weights "
-                                          "come from --source c3d and only they do")
+    if arch == "c3d" and source != "c3d":
+        raise ConversionError("--source", f"--arch c3d converts the Sports-1M C3D file "
+                                          f"(--source c3d), not {source} weights")
+    if source == "c3d" and arch != "c3d":
+        raise ConversionError("--source", f"c3d is the Sports-1M C3D file: it converts to "
+                                          f"--arch c3d, not {arch}")
     if arch == "c3d":
         return C3D(num_classes, base_width=base_width)
     depth = int(arch[3:])
