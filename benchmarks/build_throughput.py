@@ -11,8 +11,8 @@ import os
 import time
 from pathlib import Path
 
-from data_builders.pisa.prepare import build
-from pisa_jax.data.synthetic import builder_config, generate
+from data_builders.pisa.build import build_dataset, make_config
+from data_builders.pisa.synthetic import config_name, generate
 
 
 def main():
@@ -24,8 +24,7 @@ def main():
     start = time.perf_counter()
     generate(root / "src", args.size)
     rendered = time.perf_counter()
-    result = build(builder_config(args.size, 0, root / "src" / "annotations"), root / "src" / "videos",
-                   root / "data")
+    result = build_dataset(make_config(config_name(args.size)), root / "src", root / "data")
     built = time.perf_counter()
     samples = sum(result.split_sizes.values())
     on_disk = sum(f.stat().st_size for f in result.path.glob("*.array_record*"))

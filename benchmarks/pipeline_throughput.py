@@ -9,7 +9,8 @@ import argparse
 import json
 import time
 
-from pisa_jax.data import open_path, prefetch_to_device, train_batches
+from pisa_jax.data.dataset import open_path
+from pisa_jax.data.pipeline import prefetch_to_device, train_batches
 
 
 def main():

@@ -18,19 +18,18 @@ import time
 import jax
 import numpy as np
 
-from pisa_jax.data.pipeline import NORMALIZATION, prefetch_to_device, prepare_inputs
-from pisa_jax.train.config import TrainConfig
+from pisa_jax.data.pipeline import prefetch_to_device
+from pisa_jax.train.config import PRECISIONS, TrainConfig
 from pisa_jax.train.distributed import replicate
-from pisa_jax.train.optimizer import make_optimizer
-from pisa_jax.train.state import DTYPES, build_model, create_train_state, dummy_inputs, init_variables
-from pisa_jax.train.step import make_train_step
+from pisa_jax.train.state import InputSpec, create_run
+from pisa_jax.train.steps import make_train_step
 
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--depths", default="18,18", help="visual,aural depth")
     p.add_argument("--batch_size", type=int, default=4, help="global batch in samples")
-    p.add_argument("--precision", default="float32", choices=sorted(DTYPES))
+    p.add_argument("--precision", default="float32", choices=PRECISIONS)
     p.add_argument("--clips", type=int, default=10, help="clips per sample")
     p.add_argument("--clip_length", type=int, default=16, help="frames per clip")
     p.add_argument("--image_size", type=int, default=112)
@@ -51,18 +50,11 @@ def main():
         raise SystemExit(f"error: batch {args.batch_size} does not split over {len(devices)} devices")
     per_device = args.batch_size // len(devices)
 
-    model = build_model(config, 10, bn_axis_name="batch")
-    init_model = build_model(config, 10)
     spec_shape = (args.spectrogram_size, args.spectrogram_size)
-    video, spectrogram = dummy_inputs(config.modalities, clips=args.clips, clip_length=args.clip_length,
-                                      image_size=args.image_size, spectrogram_shape=spec_shape)
-    variables = init_variables(init_model, 0, video, spectrogram)
-    tx = make_optimizer(config.optimizer, config.learning_rate, config.weight_decay)
-    state = create_train_state(variables, tx, 0)
-    state = replicate(state)
-    mean, std = NORMALIZATION[config.visual_stem]
-    step = make_train_step(model, tx, prepare_inputs, mean=mean, std=std,
-                           dtype=DTYPES[config.precision], modalities=config.modalities)
+    spec = InputSpec(args.clips, args.clip_length, args.image_size, spec_shape, num_classes=10)
+    run = create_run(config, spec)  # the training's own model, optimiser and initial state
+    state = replicate(run.state)
+    step = make_train_step(run.model, run.tx, config)
 
     rng = np.random.default_rng(0)
     lead = (len(devices), per_device)

@@ -8,62 +8,39 @@ eval_<checkpoint>.json and eval_<checkpoint>_confusion.png into the workdir.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-CHECKPOINTS = ("best", "latest")
+from pisa_jax import cli
 
-
-def load_trained(workdir: str | Path, which: str = "best"):
-    """(components, state) of a training workdir: the model its config describes, with the
-    parameters and BatchNorm statistics of its `which` checkpoint (a host TrainState)."""
-    from pisa_jax.train.checkpoint import Checkpoints, CheckpointError
-    from pisa_jax.train.config import load_config
-    from pisa_jax.train.loop import CONFIG_FILE
-    from pisa_jax.train.setup import InputSpec, build
-    workdir = Path(workdir)
-    if which not in CHECKPOINTS:
-        raise CheckpointError(f"--checkpoint {which!r}: expected one of {CHECKPOINTS}")
-    if not (workdir / CONFIG_FILE).is_file():
-        raise CheckpointError(f"{workdir}: no {CONFIG_FILE} (not a training workdir?)")
-    config = load_config(workdir / CONFIG_FILE)
-    run = build(config, InputSpec.load(workdir), load_init_weights=False)
-    checkpoints = Checkpoints(workdir, read_only=True)
-    try:
-        state, _ = checkpoints.restore(run.state, which)
-    finally:
-        checkpoints.close()
-    return run, state
+from pisa_jax.train.checkpoints import SERIES
 
 
 def evaluate_workdir(workdir: str | Path, which: str = "best", *, data_dir: str | None = None,
                      batch_size: int | None = None) -> dict:
     import jax
 
-    from pisa_jax.data import open_dataset
     from pisa_jax.train import reports
-    from pisa_jax.train.config import dataset_config_of
+    from pisa_jax.train.checkpoints import load_trained
     from pisa_jax.train.distributed import replicate
-    from pisa_jax.train.evaluation import score
-    from pisa_jax.train.loop import subset
-    from pisa_jax.train.metrics import summary_line
+    from pisa_jax.train.loop import open_training_data
+    from pisa_jax.train.steps import make_eval_step, predict_split
     workdir = Path(workdir)
     run, state = load_trained(workdir, which)
-    config = run.config
-    dataset = open_dataset(config.dataset, config=dataset_config_of(config),
-                           data_dir=data_dir or config.data_dir)
-    test = subset(dataset.test, config.test_subset)
+    dataset = open_training_data(run.config, data_dir)
     devices = jax.device_count()
-    batch = batch_size or config.batch_size
+    batch = batch_size or run.config.batch_size
     batch = -(-batch // devices) * devices  # evaluation batches only need to split evenly
     variables = replicate({"params": state.params, "batch_stats": state.batch_stats})
-    results = score(run.eval_step(), variables, test, global_batch_size=batch, primary=run.primary)
+    probs, labels = predict_split(make_eval_step(run.eval_model, run.config), variables,
+                                  dataset.test, global_batch_size=batch)
+    results = reports.evaluation_results(probs, labels, primary=run.primary)
     results.update(checkpoint=which, step=int(state.step))
     if jax.process_index() == 0:
         reports.write_results(workdir, results, name=f"eval_{which}.json")
         reports.plot_confusion(results, workdir / f"eval_{which}_confusion.png")
-        print(f"{workdir} ({which} checkpoint, step {int(state.step)}): {summary_line(results)}")
+        print(f"{workdir} ({which} checkpoint, step {int(state.step)}): "
+              f"{reports.summary_line(results)}")
         for head, scores in results["heads"].items():
             per_class = "  ".join(f"{lvl}:{'-' if a is None else f'{a:.0f}'}"
                                   for lvl, a in scores["per_class_accuracy"].items())
@@ -71,25 +48,23 @@ def evaluate_workdir(workdir: str | Path, which: str = "best", *, data_dir: str 
     return results
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pisa_jax.evaluate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def _main(argv=None) -> int:
+    parser = cli.argument_parser("python -m pisa_jax.evaluate", __doc__)
     parser.add_argument("--workdir", required=True, help="the training run's workdir")
-    parser.add_argument("--checkpoint", default="best", choices=CHECKPOINTS,
+    parser.add_argument("--checkpoint", default="best", choices=SERIES,
                         help="which checkpoint to score (default: best)")
     parser.add_argument("--data_dir", default=None,
                         help="where the dataset lives, if not where training found it")
     parser.add_argument("--batch_size", type=int, default=None,
                         help="evaluation batch (default: the run's, rounded up to the devices)")
     args = parser.parse_args(argv)
-    from pisa_jax.train.errors import user_errors
-    try:
-        evaluate_workdir(args.workdir, args.checkpoint, data_dir=args.data_dir,
-                         batch_size=args.batch_size)
-    except user_errors() as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    evaluate_workdir(args.workdir, args.checkpoint, data_dir=args.data_dir,
+                     batch_size=args.batch_size)
     return 0
+
+
+def main(argv=None) -> int:
+    return cli.run(_main, argv)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,13 @@
 
     python -m pisa_jax.predict VIDEO --workdir runs/r18 [--checkpoint best] [--crop x1,y1,x2,y2]
 
-The recording is cut the way the dataset builder cuts PISA's `consecutive` samples: sample j is
-frames [j * F, (j + 1) * F) with F = clips x clip_length (160 for the paper's shapes), frames
-resized to the run's image size (after the optional crop box), the audio of the same frames
-turned into the run's spectrogram layout and stored precision (float16). Each sample gets a
-level; the recording's level is the argmax of the samples' mean class probabilities.
+The recording is cut the way the dataset builder cuts PISA's `consecutive` samples (sample j is
+frames [j * F, (j + 1) * F) with F = clips x clip_length, 160 at the paper's shapes) and each
+sample is decoded by the builder's own code (`data_builders.pisa.extract`): frames resized to the
+run's image size after the optional crop box, the audio of the same frames turned into the run's
+spectrogram layout, after the builder's checks (decodable, audio present and long enough). Each
+sample gets a level from the run's eval step; the recording's level is the argmax of the
+samples' mean class probabilities.
 """
 from __future__ import annotations
 
@@ -17,19 +19,26 @@ import sys
 
 import numpy as np
 
-SAMPLE_RATE = 44100          # the builder's audio rate (data_builders.pisa.checks)
+from pisa_jax import cli
+from pisa_jax.errors import UserError
 
 
-class PredictError(ValueError):
+class PredictError(UserError):
     """A recording that cannot be scored (too short, no audio ...), naming the file."""
 
 
-def cut_samples(path: str, spec, *, crop=None, aural: bool = True, visual: bool = True) -> dict:
-    """The recording's consecutive samples: {"video": uint8 [n, clips, T, S, S, 3] (or None),
-    "spectrogram": float16 [n, H, W] | [n, clips, H, W] (or None), "seconds": [n, 2], "fps"}."""
-    from pisa_jax.data import media
-    from pisa_jax.data.spectrogram import frames_spectrogram
-    info = media.probe(path)
+def cut_samples(path: str, spec, *, crop=None, aural: bool = True) -> dict:
+    """The recording's consecutive samples as the builder stores them:
+    {"samples": [{"video": uint8 [clips, T, S, S, 3], "spectrogram": [H, W] | [clips, H, W],
+    "label": 0}], "seconds": float [n, 2] (start, end of each sample), "fps"}."""
+    from data_builders.pisa.annotation_files import Sample
+    from data_builders.pisa.checks import check_job
+    from data_builders.pisa.extract import Layout, extract_job
+    from data_builders.pisa.layouts import VideoJob
+    from pisa_jax.media import decode
+    if not os.path.isfile(path):
+        raise PredictError(f"{path}: no such file")
+    info = decode.probe(path)
     per_sample = spec.clips * spec.clip_length
     count = info.num_frames // per_sample
     if count == 0:
@@ -40,22 +49,20 @@ def cut_samples(path: str, spec, *, crop=None, aural: bool = True, visual: bool 
         raise PredictError(f"{path}: has no audio stream; this model needs the sound "
                            f"(its modalities include aural)")
     frames = np.arange(count * per_sample).reshape(count, per_sample)
-    out = {"fps": info.fps, "video": None, "spectrogram": None,
-           "seconds": np.stack([frames[:, 0], frames[:, -1] + 1], -1) / info.fps}
-    if visual:
-        video = media.read_frames(path, frames.reshape(-1), spec.image_size, crop)
-        out["video"] = video.reshape(count, spec.clips, spec.clip_length, *video.shape[1:])
+    job = VideoJob(video_id=0, split="predict", layout="video", path=path, audio_path=path,
+                   framerate=info.fps, crop=crop, samples=tuple(
+                       Sample(0, j, 0, 0, info.fps, f) for j, f in enumerate(frames)))
     if aural:
-        audio = media.read_audio(path, SAMPLE_RATE)
-        needed = int(np.floor(count * per_sample * SAMPLE_RATE / info.fps + 0.5)) + 1
-        if audio.size < needed:  # a few ms short at the very end: silence, as the builder does
-            audio = np.pad(audio, (0, needed - audio.size))
-        per_clip = len(spec.spectrogram_shape) == 3
-        out["spectrogram"] = np.stack([
-            frames_spectrogram(audio, SAMPLE_RATE, f, info.fps, spec.spectrogram_shape[-1],
-                               per_clip, spec.clips, spec.clip_length).astype(np.float16)
-            for f in frames])
-    return out
+        job, problems = check_job(job)
+        if problems:
+            raise PredictError(f"{path}: " + "; ".join(p for _, p in problems))
+    layout = Layout(spec.image_size, spec.clips, spec.clip_length, spec.spectrogram_shape[-1],
+                    len(spec.spectrogram_shape) == 3)
+    examples = [e for _, e in extract_job(job, layout, audio=aural)]
+    samples = [{"video": e["video"].reshape(spec.clips, spec.clip_length, *e["video"].shape[1:]),
+                "spectrogram": e["spectrogram"], "label": np.int32(0)} for e in examples]
+    return {"samples": samples, "fps": info.fps,
+            "seconds": np.stack([frames[:, 0], frames[:, -1] + 1], -1) / info.fps}
 
 
 def predict_recording(path: str, workdir: str, which: str = "best", *, crop=None,
@@ -63,40 +70,24 @@ def predict_recording(path: str, workdir: str, which: str = "best", *, crop=None
     """Per-sample and overall predictions of the primary head (levels 1-10)."""
     import jax
 
-    from pisa_jax.data.pipeline import prepare_inputs
-    from pisa_jax.evaluate import load_trained
-    from pisa_jax.train.setup import normalization
-    from pisa_jax.train.state import DTYPES
+    from pisa_jax.train.checkpoints import load_trained
+    from pisa_jax.train.distributed import replicate
+    from pisa_jax.train.steps import make_eval_step, predict_split
     if not os.path.isfile(path):
         raise PredictError(f"{path}: no such file")
     run, state = load_trained(workdir, which)
-    config, spec = run.config, run.spec
-    samples = cut_samples(path, spec, crop=crop, aural="aural" in config.modalities,
-                          visual="visual" in config.modalities)
-    mean, std = normalization(config)
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
-
-    @jax.jit
-    def probabilities(variables, batch):
-        inputs = prepare_inputs(batch, mean, std, DTYPES[config.precision])
-        out = run.eval_model.apply(variables, inputs.get("video"), inputs.get("spectrogram"),
-                                   train=False)
-        return jax.nn.softmax(out["logits"][run.primary].astype(np.float32), -1)
-
-    count = len(samples["seconds"])
-    probs = []
-    for start in range(0, count, batch_size):
-        # every batch padded to batch_size (repeating its last sample): one compile
-        rows = np.minimum(np.arange(start, start + batch_size), count - 1)
-        batch = {k: samples[k][rows] for k in ("video", "spectrogram") if samples[k] is not None}
-        probs.append(np.asarray(probabilities(variables, batch))[:count - start])
-    probs = np.concatenate(probs)                                       # [n, classes]
+    cut = cut_samples(path, run.spec, crop=crop, aural="aural" in run.config.modalities)
+    devices = jax.device_count()
+    variables = replicate({"params": state.params, "batch_stats": state.batch_stats})
+    probs, _ = predict_split(make_eval_step(run.eval_model, run.config), variables,
+                             cut["samples"], global_batch_size=-(-batch_size // devices) * devices)
+    probs = probs[run.primary]                                          # [n, classes]
     overall = probs.mean(0)
     return {
         "video": path, "workdir": str(workdir), "checkpoint": which, "head": run.primary,
         "samples": [{"index": i, "start_s": round(float(s[0]), 3), "end_s": round(float(s[1]), 3),
                      "level": int(p.argmax()) + 1, "probability": float(p.max())}
-                    for i, (s, p) in enumerate(zip(samples["seconds"], probs))],
+                    for i, (s, p) in enumerate(zip(cut["seconds"], probs))],
         "level": int(overall.argmax()) + 1,
         "probabilities": {str(c + 1): float(p) for c, p in enumerate(overall)},
     }
@@ -123,9 +114,8 @@ def _crop(text: str):
     return box
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pisa_jax.predict", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def _main(argv=None) -> int:
+    parser = cli.argument_parser("python -m pisa_jax.predict", __doc__)
     parser.add_argument("video", help="a recording (any format ffmpeg reads), with its sound")
     parser.add_argument("--workdir", required=True, help="the training run's workdir")
     parser.add_argument("--checkpoint", default="best", choices=("best", "latest"))
@@ -133,14 +123,13 @@ def main(argv=None) -> int:
                         help="x1,y1,x2,y2 pixel box (forearms, hands, keyboard) before resizing")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
-    from pisa_jax.train.errors import user_errors
-    try:
-        result = predict_recording(args.video, args.workdir, args.checkpoint, crop=args.crop)
-    except user_errors() as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    result = predict_recording(args.video, args.workdir, args.checkpoint, crop=args.crop)
     print(json.dumps(result, indent=2) if args.json else format_prediction(result))
     return 0
+
+
+def main(argv=None) -> int:
+    return cli.run(_main, argv)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,13 @@ import os
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-
-# ---- models / conversion (models engineer) ----------------------------------------------------
 import importlib.util  # noqa: E402
+import json  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+
+from data_helpers import SR, coded_frames, tone  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -53,16 +54,15 @@ def quick_init():
     return init
 
 
-# ---- data (data engineer) ---------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def synthetic_tiny(tmp_path_factory):
     """The "tiny" synthetic dataset (20 train / 10 test samples of 2 clips x 8 frames, 32x32
-    frames, 32x32 spectrograms), built once per test session: a pisa_jax.data.DatasetRef."""
-    from pisa_jax.data.synthetic import ensure_synthetic
+    frames, 32x32 spectrograms), built once per test session: a BuildResult (path, data_dir,
+    manual_dir holding videos/ and annotations/)."""
+    from data_builders.pisa.build import ensure_synthetic
     return ensure_synthetic(tmp_path_factory.mktemp("pisa_data"), size="tiny")
 
 
-# ---- training (training engineer) -------------------------------------------------------------
 @pytest.fixture(scope="session")
 def smoke_run(synthetic_tiny, tmp_path_factory):
     """A finished smoke training run (2 epochs of 5 steps, R10-3D + R18-2D at base width 2) on
@@ -72,3 +72,35 @@ def smoke_run(synthetic_tiny, tmp_path_factory):
                     checkpoint_every_steps=2)
     workdir = tmp_path_factory.mktemp("smoke_run")
     return config, workdir, train_and_evaluate(config, workdir)
+
+
+@pytest.fixture
+def write_coded_video():
+    def write(path, n, fps, height=48, width=64, audio=True, box=None):
+        from pisa_jax.media import encode
+        audio_data = tone(int(round(n / fps * SR))) if audio else None
+        encode.write_video(path, coded_frames(n, height, width, box), fps, audio_data, SR)
+        return path
+    return write
+
+
+@pytest.fixture
+def write_annotations():
+    def write(path, splits):
+        path.write_text(json.dumps(splits))
+        return str(path)
+    return write
+
+
+@pytest.fixture
+def small_config():
+    """A builder config with tiny shapes: 2 clips x 4 frames, 32x32 frames, 16x16 spectra."""
+    import dataclasses
+
+    from data_builders.pisa.build import make_config
+
+    def make(annotations, name="consecutive", **changes):
+        config = make_config(name, annotations)
+        fields = dict(image_size=32, clips_per_sample=2, clip_length=4, spectrogram_size=16)
+        return dataclasses.replace(config, **{**fields, **changes})
+    return make

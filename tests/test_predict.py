@@ -2,15 +2,15 @@
 import numpy as np
 import pytest
 
-from pisa_jax.data import open_dataset
-from pisa_jax.data.encode import write_video
+from pisa_jax.data.dataset import open_dataset
+from pisa_jax.media.encode import write_video
 from pisa_jax.predict import PredictError, cut_samples, main, predict_recording
-from pisa_jax.train.setup import InputSpec
+from pisa_jax.train.state import InputSpec
 
 
 def _stored_samples(data_dir, video_id):
     """The builder's samples of one video, by sample index: (video, spectrogram) pairs."""
-    dataset = open_dataset("synthetic", "tiny", data_dir=data_dir)
+    dataset = open_dataset("synthetic_tiny", data_dir)
     found = {}
     for split in (dataset.train, dataset.test):
         for i in range(len(split)):
@@ -23,16 +23,17 @@ def _stored_samples(data_dir, video_id):
 def test_samples_are_cut_exactly_as_the_builder_cuts_them(smoke_run, synthetic_tiny):
     _, workdir, _ = smoke_run
     stored = _stored_samples(synthetic_tiny.data_dir, 1)
-    cut = cut_samples(str(synthetic_tiny.source_dir / "videos" / "1.mp4"), InputSpec.load(workdir))
-    assert len(cut["video"]) >= len(stored) > 0  # the recording may hold more than was annotated
+    cut = cut_samples(str(synthetic_tiny.manual_dir / "videos" / "1.mp4"), InputSpec.load(workdir))
+    # the recording may hold more than was annotated
+    assert len(cut["samples"]) == len(cut["seconds"]) >= len(stored) > 0
     for j, (video, spectrogram) in enumerate(stored):
-        np.testing.assert_array_equal(cut["video"][j], video)
-        np.testing.assert_array_equal(cut["spectrogram"][j], spectrogram)
+        np.testing.assert_array_equal(cut["samples"][j]["video"], video)
+        np.testing.assert_array_equal(cut["samples"][j]["spectrogram"], spectrogram)
 
 
 def test_prediction_and_cli(smoke_run, synthetic_tiny, capsys):
     _, workdir, _ = smoke_run
-    video = str(synthetic_tiny.source_dir / "videos" / "1.mp4")
+    video = str(synthetic_tiny.manual_dir / "videos" / "1.mp4")
     result = predict_recording(video, str(workdir), "latest")
     assert result["head"] == "multimodal" and len(result["samples"]) >= 2
     assert 1 <= result["level"] <= 10 and all(1 <= s["level"] <= 10 for s in result["samples"])

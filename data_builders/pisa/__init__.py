@@ -1,13 +1,12 @@
-"""PISA as a TFDS dataset (array_record, no TensorFlow): builder, configs, build helper.
+"""PISA as a TFDS dataset (array_record, no TensorFlow).
 
-Imported lazily so that `pisa_jax.data` can find the shipped annotations without TFDS.
+Importing this package registers the builder with TFDS, so that
+    tfds.builder("pisa/consecutive", data_dir=...)
+    tfds.data_source("pisa/consecutive", split="train[:100]", data_dir=...)
+find it. Build with `python -m data_builders.pisa --manual_dir DIR` (or `pisa-build`).
 """
-_EXPORTS = {"Builder": "pisa_dataset_builder", "PisaConfig": "pisa_dataset_builder",
-            "build": "prepare", "BuildResult": "prepare", "make_config": "prepare"}
+from data_builders.pisa.pisa_dataset_builder import Builder, PisaConfig
 
+VERSION = str(Builder.VERSION)
 
-def __getattr__(name):
-    if name in _EXPORTS:
-        import importlib
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(name)
+__all__ = ["VERSION", "Builder", "PisaConfig"]

@@ -9,10 +9,10 @@ from __future__ import annotations
 import dataclasses
 
 from data_builders.pisa.layouts import VideoJob, list_frame_images
-from pisa_jax.data import media
-from pisa_jax.data.errors import MediaError
+from pisa_jax.errors import MediaError
+from pisa_jax.media import decode as media
+from pisa_jax.media.spectrogram import SAMPLE_RATE
 
-SAMPLE_RATE = 44100
 FPS_TOLERANCE = 0.03        # relative; PISA annotates e.g. 29.97 for 30000/1001 containers
 AUDIO_SLACK_S = 0.1         # audio may end this much before the last frame (zero-padded)
 

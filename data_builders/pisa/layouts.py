@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 
-from pisa_jax.data.annotations import RawVideo, Sample
+from data_builders.pisa.annotation_files import RawVideo, Sample
 
 VIDEO_EXTENSIONS = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".mpg", ".mpeg",
                     ".ts", ".3gp", ".ogv", ".wmv"}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pisa_jax.data.errors import DataError
+from pisa_jax.errors import DataError
 
 
 def _reconstruct():

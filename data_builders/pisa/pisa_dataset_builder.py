@@ -4,7 +4,8 @@ Build: `python -m data_builders.pisa --manual_dir DIR` (see README.md), or
     Builder(config="consecutive", data_dir=..., file_format="array_record")
         .download_and_prepare(download_config=tfds.download.DownloadConfig(
             manual_dir=DIR, try_download_gcs=False))
-Read: `tfds.builder_from_directory(path).as_data_source(split)` (pisa_jax.data.open_dataset).
+Importing `data_builders.pisa` registers the builder, so `tfds.builder("pisa/consecutive")` and
+`tfds.data_source("pisa/consecutive", split="train")` find it (pisa_jax.data.open_dataset).
 """
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ import tensorflow_datasets as tfds
 
 from data_builders.pisa import checks, extract, layouts
 from data_builders.pisa.parallel import run_parallel
-from pisa_jax.data import annotations as annotations_lib
-from pisa_jax.data.errors import DataError
+from data_builders.pisa import annotation_files
+from data_builders.pisa.synthetic import SIZES as SYNTHETIC_SIZES
+from data_builders.pisa.synthetic import config_name as synthetic_config_name
+from pisa_jax.errors import DataError
 
 SKIPPED_FILE = "skipped_samples.json"
 
@@ -49,7 +52,7 @@ class PisaConfig(tfds.core.BuilderConfig):
     clip_length: int = 16
     spectrogram_size: int = 224
     spectrogram_per_clip: bool = False   # True: Parmar's one spectrogram per clip
-    annotations: str | None = None       # None: PISA's shipped annotations
+    annotations: str | None = None       # None: PISA's shipped annotations; relative: in manual_dir
     split_by: str = "official"           # or "source": no YouTube recording in both splits
 
     def layout(self) -> extract.Layout:
@@ -68,6 +71,12 @@ def _configs() -> list[PisaConfig]:
             PisaConfig(name=f"{sampling}_by_source", sampling=sampling, split_by="source",
                        description=f"Paper layout, {sampling}, split by YouTube recording."),
         ]
+    for size, shape in SYNTHETIC_SIZES.items():  # rendered into manual_dir by ensure_synthetic
+        configs.append(PisaConfig(
+            name=synthetic_config_name(size), sampling="consecutive",
+            image_size=shape.image_size, clips_per_sample=shape.clips_per_sample,
+            clip_length=shape.clip_length, spectrogram_size=shape.spectrogram_size,
+            annotations="annotations", description=f"The embedded synthetic dataset ({size})."))
     return configs
 
 
@@ -89,9 +98,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         c = self.builder_config
         frames = c.clips_per_sample * c.clip_length
-        spec_shape = (c.spectrogram_size,) * 2
-        if c.spectrogram_per_clip:
-            spec_shape = (c.clips_per_sample, *spec_shape)
+        spec_shape = c.layout().spectrogram_shape
         zlib = tfds.features.Encoding.ZLIB
         return self.dataset_info_from_configs(
             features=tfds.features.FeaturesDict({
@@ -114,24 +121,31 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 "spectrogram_per_clip": c.spectrogram_per_clip, "split_by": c.split_by}),
         )
 
-    def _load_splits(self):
+    def _annotations_path(self, manual_dir: str) -> str | None:
+        annotations = self.builder_config.annotations
+        if annotations is None or os.path.isabs(annotations):
+            return annotations
+        return os.path.join(manual_dir, annotations)
+
+    def _load_splits(self, manual_dir: str):
         c = self.builder_config
-        splits = annotations_lib.load_annotations(c.annotations, c.sampling)
+        annotations = self._annotations_path(manual_dir)
+        splits = annotation_files.load_annotations(annotations, c.sampling)
         frames = c.clips_per_sample * c.clip_length
-        source = c.annotations or annotations_lib.shipped_annotations_dir()
+        source = annotations or annotation_files.shipped_annotations_dir()
         wrong = [(source, f"sample {s.key} has {s.frames.size} frames, config {c.name} needs "
                   f"{frames} ({c.clips_per_sample} clips x {c.clip_length})")
                  for ss in splits.values() for s in ss if s.frames.size != frames]
         if wrong:
             raise DataError(wrong, header="annotations do not fit the config:")
         # raw_annotations.json beside the sample files (a file path has none beside it)
-        folder = c.annotations or annotations_lib.shipped_annotations_dir()
+        folder = annotations or annotation_files.shipped_annotations_dir()
         raw_path = os.path.join(folder, "raw_annotations.json")
-        raw = annotations_lib.load_raw_annotations(raw_path) if os.path.isfile(raw_path) else None
+        raw = annotation_files.load_raw_annotations(raw_path) if os.path.isfile(raw_path) else None
         if c.split_by == "source":
             if raw is None:
                 raise DataError([(raw_path, "split_by='source' needs raw_annotations.json")])
-            splits = annotations_lib.split_by_source(splits, raw)
+            splits = annotation_files.split_by_source(splits, raw)
         return splits, raw
 
     def check(self, manual_dir: str):
@@ -139,9 +153,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
         -> (splits, usable jobs, problems [(path, problem)], skipped sample records).
         """
-        splits, raw = self._load_splits()
         if not os.path.isdir(manual_dir):
             raise DataError([(manual_dir, "manual folder not found")])
+        splits, raw = self._load_splits(manual_dir)
         jobs, missing = layouts.plan_jobs(splits, manual_dir, raw)
         problems = [(path, problem) for _, path, problem in missing]
         bad = {video_id: [problem] for video_id, _, problem in missing}

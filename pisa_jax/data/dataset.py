@@ -1,14 +1,14 @@
 """Opening a built dataset: random-access train/test sources of decoded samples.
 
-    ds = open_dataset("synthetic")                 # demo size, built on first use
-    ds = open_dataset("pisa", "consecutive")       # after python -m data_builders.pisa ...
+    ds = open_dataset("consecutive")           # after python -m data_builders.pisa ...
+    ds = open_dataset("synthetic_demo", train_split="train[:40]")
     sample = ds.train[0]   # {"video": uint8 [clips, T, S, S, 3], "spectrogram": float16
                            #  [F, F] or [clips, F, F], "label": int32, "song_level", "video_id",
                            #  "sample_idx": int32, "framerate": float32}
 
 Decoded samples are kept in host memory after their first read when the split fits in a
-quarter of the machine's memory (SPEC section 8: PISA's 3.1 GB of training frames are read
-every epoch; decompressing them each time costs more than the model step on a GPU).
+quarter of the machine's memory: PISA's 3.1 GB of training frames are read every epoch, and
+decompressing them each time costs more than the model step on a GPU.
 """
 from __future__ import annotations
 
@@ -19,9 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pisa_jax.data.errors import DataError
+from pisa_jax.errors import DataError
 
-VERSION = "1.0.0"
 NUM_CLASSES = 10
 
 
@@ -84,7 +83,7 @@ def _memory_bytes() -> int:
 
 @dataclasses.dataclass
 class Dataset:
-    path: Path
+    path: Path                            # <data_dir>/pisa/<config>/<version>
     train: SampleSource
     test: SampleSource
     clips_per_sample: int
@@ -94,40 +93,56 @@ class Dataset:
     num_classes: int = NUM_CLASSES
 
 
-def open_path(path: str | os.PathLike, cache: bool | None = None) -> Dataset:
-    """A dataset folder <data_dir>/pisa/<config>/<version> -> Dataset."""
+def _open(builder, splits: dict[str, str], cache: bool | None) -> Dataset:
+    """splits: {"train": "train[:20]", "test": "test"}, TFDS split names (slices allowed)."""
+    path = Path(os.fspath(builder.data_path))
+    missing = sorted({name.split("[")[0] for name in splits.values()} - set(builder.info.splits))
+    if missing:
+        raise DataError([(path, f"has no split {missing[0]} (it has {sorted(builder.info.splits)})")])
+    meta = builder.info.metadata
+    clips, length = int(meta["clips_per_sample"]), int(meta["clip_length"])
+    try:
+        sources = {role: SampleSource(builder.as_data_source(split), clips, length, cache)
+                   for role, split in splits.items()}
+    except ValueError as error:  # a malformed slice such as "train[:x]"
+        raise DataError([(path, f"cannot read splits {sorted(splits.values())}: {error}")]) from None
+    spec = tuple(builder.info.features["spectrogram"].shape)
+    return Dataset(path, sources["train"], sources["test"], clips, length,
+                   int(meta["image_size"]), spec)
+
+
+def open_path(path: str | os.PathLike, *, train_split: str = "train", test_split: str = "test",
+              cache: bool | None = None) -> Dataset:
+    """A built dataset folder <data_dir>/pisa/<config>/<version> -> Dataset."""
     import tensorflow_datasets as tfds
     path = Path(path)
     if not (path / "dataset_info.json").is_file():
         raise DataError([(path, "no finished dataset here (no dataset_info.json)")])
-    builder = tfds.builder_from_directory(os.fspath(path))
-    meta = builder.info.metadata
-    clips, length = int(meta["clips_per_sample"]), int(meta["clip_length"])
-    splits = {name: SampleSource(builder.as_data_source(name), clips, length, cache)
-              for name in ("train", "test") if name in builder.info.splits}
-    if set(splits) != {"train", "test"}:
-        raise DataError([(path, f"needs splits train and test, has {sorted(splits)}")])
-    spec = tuple(builder.info.features["spectrogram"].shape)
-    return Dataset(path, splits["train"], splits["test"], clips, length,
-                   int(meta["image_size"]), spec)
+    return _open(tfds.builder_from_directory(os.fspath(path)),
+                 {"train": train_split, "test": test_split}, cache)
 
 
-def open_dataset(name: str = "synthetic", config: str | None = None,
-                 data_dir: str | os.PathLike | None = None,
+def open_dataset(config: str = "consecutive", data_dir: str | os.PathLike | None = None, *,
+                 train_split: str = "train", test_split: str = "test",
                  cache: bool | None = None) -> Dataset:
-    """name "synthetic": config = size ("demo" default, "full", "tiny"), built on first use in
-    data_dir (default $PISA_JAX_DATA or ~/.cache/pisa_jax). name "pisa": config = builder
-    config ("consecutive" default), built beforehand with `python -m data_builders.pisa` into
-    data_dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets)."""
-    if name == "synthetic":
-        from pisa_jax.data.synthetic import ensure_synthetic
-        return open_path(ensure_synthetic(data_dir, size=config or "demo").path, cache)
-    if name != "pisa":
-        raise ValueError(f"dataset name must be 'synthetic' or 'pisa', got {name!r}")
-    from data_builders.pisa.prepare import default_data_dir  # same default as the CLI
-    path = Path(data_dir or default_data_dir()) / "pisa" / (config or "consecutive") / VERSION
-    if not (path / "dataset_info.json").is_file():
-        raise DataError([(path, f"PISA config {config or 'consecutive'} is not built; run "
-                                f"python -m data_builders.pisa --manual_dir <videos> "
-                                f"--config {config or 'consecutive'} --data_dir <data_dir>")])
-    return open_path(path, cache)
+    """A built config of the `pisa` TFDS builder, found by TFDS in data_dir (default
+    $TFDS_DATA_DIR or ~/tensorflow_datasets): PISA's own (consecutive, unidist, ...), one built
+    from your annotations (consecutive_<file>) or a synthetic one (synthetic_demo, ...).
+    Nothing is built here: build with `python -m data_builders.pisa` (synthetic ones with
+    `data_builders.pisa.build.ensure_synthetic`)."""
+    import tensorflow_datasets as tfds
+
+    from data_builders.pisa import Builder  # registers the builder with TFDS
+    from data_builders.pisa.build import default_data_dir
+    data_dir = os.fspath(data_dir or default_data_dir())
+    try:
+        builder = tfds.builder(f"{Builder.name}/{config}", data_dir=data_dir)
+    except (tfds.core.registered.DatasetNotFoundError, ValueError):
+        builder = None
+    if builder is None or not builder.is_prepared():
+        known = ", ".join(c.name for c in Builder.BUILDER_CONFIGS)
+        raise DataError([(os.path.join(data_dir, Builder.name, config),
+                          f"dataset config {config!r} is not built here; build it with "
+                          f"python -m data_builders.pisa --manual_dir <videos> --config <config> "
+                          f"--data_dir {data_dir} (configs: {known})")])
+    return _open(builder, {"train": train_split, "test": test_split}, cache)

@@ -6,7 +6,7 @@ Every batch is a dict of numpy arrays with a leading [local devices, per-device 
     [D, b, clips, H, W], label int32 [D, b], mask bool [D, b].
 The global batch is split across hosts: host p takes rows [p * G/P, (p+1) * G/P) of it.
 
-    ds = open_dataset("synthetic")
+    ds = open_dataset("synthetic_demo")
     for epoch in range(epochs):
         batches = train_batches(ds.train, global_batch_size=8, seed=0, epoch=epoch,
                                 num_local_devices=jax.local_device_count())
@@ -25,14 +25,18 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from pisa_jax.data.dataset import Dataset, SampleSource, open_dataset, open_path  # noqa: F401
+from pisa_jax.data.dataset import SampleSource
 
-# Mean / std of the pretrained checkpoints (SPEC section 2), RGB, for pixels scaled to [0, 1].
+# The device axis of every batch: the pmap axis of the steps, and the mesh axis that batches
+# and replicated states are placed on (one name, so that pmap sees the sharding it produces).
+BATCH_AXIS = "batch"
+
+# Mean / std (RGB, for pixels scaled to [0, 1]) of the data the pretrained checkpoints were
+# trained on: Hara's Kinetics + Moments-in-Time models, and torchvision's Kinetics models.
 NORMALIZATION = {
     "hara": ((0.4345, 0.4051, 0.3775), (0.2768, 0.2713, 0.2737)),
     "torchvision": ((0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989)),
 }
-BATCH_KEYS = ("video", "spectrogram", "label")
 
 
 def steps_per_epoch(num_samples: int, global_batch_size: int) -> int:
@@ -134,8 +138,8 @@ def prefetch_to_device(iterator: Iterable[dict], size: int = 2,
     from a background thread, `size` batches ahead of the consumer."""
     import jax
     devices = list(devices or jax.local_devices())
-    mesh = jax.sharding.Mesh(np.array(devices), ("devices",))
-    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("devices"))
+    mesh = jax.sharding.Mesh(np.array(devices), (BATCH_AXIS,))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(BATCH_AXIS))
     buffer: queue.Queue = queue.Queue(maxsize=size)
     stop = threading.Event()
     done = object()

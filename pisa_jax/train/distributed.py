@@ -10,6 +10,7 @@ import os
 import jax
 import numpy as np
 
+from pisa_jax.data.pipeline import BATCH_AXIS
 from pisa_jax.train.config import TrainConfigError
 
 # Environment variables by which jax.distributed.initialize() finds a cluster by itself.
@@ -29,7 +30,7 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     """Join a multi-host run: from explicit flags, or from the cluster environment.
 
     Must run before any other JAX call. Returns whether jax.distributed was initialised.
-    On CPU the cross-process collectives need gloo (see SPEC §8).
+    On CPU the cross-process collectives need gloo (jax's default CPU collectives are none).
     """
     explicit = [coordinator_address, num_processes, process_id]
     if any(v is not None for v in explicit) and not all(v is not None for v in explicit):
@@ -70,10 +71,9 @@ def replicate(tree, devices=None):
     The sharding is the one pmap gives its outputs (a mesh axis named like the pmap axis), so
     the step compiles once: a state with any other sharding would be recompiled for at step 2.
     """
-    from pisa_jax.train.step import AXIS
     devices = list(devices or jax.local_devices())
-    mesh = jax.sharding.Mesh(np.array(devices), (AXIS,))
-    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(AXIS))
+    mesh = jax.sharding.Mesh(np.array(devices), (BATCH_AXIS,))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(BATCH_AXIS))
 
     def put(x):
         x = np.asarray(jax.device_get(x))

@@ -4,34 +4,47 @@ Resume order: the workdir's own latest checkpoint -> converted backbone weights
 (--visual_init/--aural_init) -> random initialisation. A resumed run continues at the same step
 with the same optimiser state and data order (the order is a function of seed and epoch, the
 dropout keys of the rng in the state and the step), so it ends exactly where an uninterrupted
-run ends.
+run ends. SIGTERM (a cluster's preemption) and SIGINT save the latest checkpoint at the next
+step boundary and stop with `Interrupted`; the same command resumes.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import math
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Callable
 
 import jax
 
+from pisa_jax.data.dataset import Dataset, open_dataset
+from pisa_jax.data.pipeline import prefetch_to_device, steps_per_epoch, train_batches
+from pisa_jax.errors import UserError
 from pisa_jax.train import reports
-from pisa_jax.train.checkpoint import Checkpoints
-from pisa_jax.train.config import (ConfigMismatchError, TrainConfig, TrainConfigError,
-                                   config_differences, dataset_config_of, format_config,
-                                   save_config)
+from pisa_jax.train.checkpoints import Checkpoints
+from pisa_jax.train.config import (CONFIG_FILE, ConfigMismatchError, TrainConfig,
+                                   TrainConfigError, builder_config_of, config_differences,
+                                   dataset_config_of, format_config, save_config)
 from pisa_jax.train.distributed import (check_batch_split, is_lead_host, replicate,
                                         unreplicate_to_host)
-from pisa_jax.train.evaluation import eval_record, score, write_eval_reports
-from pisa_jax.train.metrics import summary_line
-from pisa_jax.train.setup import InputSpec, build
+from pisa_jax.train.pretrained import with_pretrained
+from pisa_jax.train.state import InputSpec, Run, create_run
+from pisa_jax.train.steps import make_eval_step, make_train_step, predict_split
 
-CONFIG_FILE = "config.json"
-
-
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError):
     """Training produced a NaN or infinite loss; the run stopped, checkpoints untouched."""
+
+
+class Interrupted(UserError):
+    """SIGTERM or SIGINT stopped the run after saving its latest checkpoint."""
+
+    def __init__(self, message: str, signal_number: int):
+        super().__init__(message)
+        self.exit_code = 128 + signal_number
 
 
 def check_workdir_config(config: TrainConfig, workdir: Path, *, override: bool) -> None:
@@ -39,7 +52,10 @@ def check_workdir_config(config: TrainConfig, workdir: Path, *, override: bool) 
     path = workdir / CONFIG_FILE
     if not path.exists():
         return
-    saved = json.loads(path.read_text())
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise TrainConfigError(f"{path}: cannot read the saved run config ({e})") from None
     diffs = config_differences(saved, config, ignore=TrainConfig.RESUMABLE_CHANGES)
     if diffs and not override:
         raise ConfigMismatchError(
@@ -49,23 +65,58 @@ def check_workdir_config(config: TrainConfig, workdir: Path, *, override: bool) 
         print("Overriding the workdir's config:\n  " + "\n  ".join(diffs))
 
 
-class Subset:
-    """The first n samples of a random-access source."""
+def open_training_data(config: TrainConfig, data_dir: str | None = None) -> Dataset:
+    """The run's dataset (its subsets as TFDS slices); the synthetic one is rendered and built
+    here on first use."""
+    data_dir = data_dir or config.data_dir
+    if config.dataset == "synthetic":
+        from data_builders.pisa.build import ensure_synthetic
+        ensure_synthetic(data_dir, size=dataset_config_of(config))
 
-    def __init__(self, source, n: int):
-        self.source, self.n = source, min(n, len(source))
+    def split(name: str, first: int) -> str:
+        return f"{name}[:{first}]" if first else name
 
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, i):
-        if not 0 <= i < self.n:
-            raise IndexError(i)
-        return self.source[i]
+    return open_dataset(builder_config_of(config), data_dir,
+                        train_split=split("train", config.train_subset),
+                        test_split=split("test", config.test_subset))
 
 
-def subset(source, n: int):
-    return Subset(source, n) if n else source
+@dataclasses.dataclass(frozen=True)
+class Best:
+    """The best evaluation so far (multimodal test accuracy, or the only head's)."""
+    accuracy: float = -1.0
+    step: int | None = None
+    epoch: int | None = None
+
+    def meta(self, epoch: float) -> dict:
+        """What a checkpoint's `meta` item records."""
+        return {"best_accuracy": self.accuracy, "best_step": self.step, "best_epoch": self.epoch,
+                "epoch": epoch}
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> "Best":
+        return cls(meta.get("best_accuracy", -1.0), meta.get("best_step"), meta.get("best_epoch"))
+
+
+@dataclasses.dataclass
+class Session:
+    """A run in progress: what the epoch loop reads and advances."""
+    run: Run
+    workdir: Path
+    checkpoints: Checkpoints
+    log: reports.MetricsLog | None     # None on hosts other than the lead
+    train_step: Callable
+    eval_step: Callable
+    rstate: object                     # the TrainState, replicated over the local devices
+    step: int
+    steps_per_epoch: int
+    best: Best = Best()
+    on_step: Callable[[int], None] | None = None
+    stop_signal: int | None = None     # set by SIGTERM / SIGINT: stop at the next step
+
+    def save_latest(self) -> None:
+        self.checkpoints.save_latest(unreplicate_to_host(self.rstate),
+                                     self.best.meta(self.step / self.steps_per_epoch))
 
 
 def _log(message: str) -> None:
@@ -74,13 +125,13 @@ def _log(message: str) -> None:
 
 
 def train_and_evaluate(config: TrainConfig, workdir: str | Path, *, override_config: bool = False,
-                       dataset=None, on_step: Callable[[int], None] | None = None) -> dict:
+                       dataset: Dataset | None = None,
+                       on_step: Callable[[int], None] | None = None) -> dict:
     """Train per `config` in `workdir` (resuming if it holds a run); returns the final results.
 
-    dataset: an already opened dataset (tests); by default opened from config.dataset.
+    dataset: an already opened dataset (tests); by default `open_training_data(config)`.
     on_step: called with the step count after each step (tests use it to kill the process).
     """
-    from pisa_jax.data.pipeline import open_dataset, steps_per_epoch
     workdir = Path(workdir)
     check_batch_split(config.batch_size)  # before anything is loaded or compiled
     workdir.mkdir(parents=True, exist_ok=True)
@@ -88,52 +139,45 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path, *, override_con
     _log(f"pisa-jax training in {workdir} on {jax.device_count()} {jax.devices()[0].platform} "
          f"device(s), {jax.process_count()} process(es); config:\n{format_config(config)}")
 
-    if dataset is None:
-        dataset = open_dataset(config.dataset, config=dataset_config_of(config),
-                               data_dir=config.data_dir)
-    train_source = subset(dataset.train, config.train_subset)
-    test_source = subset(dataset.test, config.test_subset)
-    spe = steps_per_epoch(len(train_source), config.batch_size)
+    dataset = dataset if dataset is not None else open_training_data(config)
+    spe = steps_per_epoch(len(dataset.train), config.batch_size)
     if spe < 1:
         raise TrainConfigError(f"batch_size={config.batch_size} is larger than the training split "
-                               f"({len(train_source)} samples)")
+                               f"({len(dataset.train)} samples)")
     spec = InputSpec.of_dataset(dataset)
-    run = build(config, spec, total_steps=spe * config.epochs)
-    for note in run.notes:
-        _log(note)
+    run = create_run(config, spec, total_steps=spe * config.epochs)
 
     checkpoints = Checkpoints(workdir)
-    meta = {"best_accuracy": -1.0, "best_step": None, "best_epoch": None}
-    state = run.state
-    if checkpoints.latest_step() is not None:
+    state, best = run.state, Best()
+    if checkpoints.latest_step() is not None:  # the run's own weights win: no --*_init read
         state, meta = checkpoints.restore(run.state)
+        best = Best.from_meta(meta)
         _log(f"resumed from {workdir}/checkpoints/latest at step {int(state.step)}")
+    else:
+        state, notes = with_pretrained(state, config)
+        for note in notes:
+            _log(note)
     if is_lead_host():
         save_config(config, workdir / CONFIG_FILE)
         spec.save(workdir)
     step = int(state.step)
-    log = reports.MetricsLog(workdir, resume_step=step, tensorboard=True) if is_lead_host() else None
-    train_step, eval_step = run.train_step(), run.eval_step()
-    rstate = replicate(state)
+    log = reports.MetricsLog(workdir, resume_step=step) if is_lead_host() else None
+    session = Session(run, workdir, checkpoints, log, make_train_step(run.model, run.tx, config),
+                      make_eval_step(run.eval_model, config), replicate(state), step, spe, best,
+                      on_step)
     del state
-
-    def save_latest(epoch: float):
-        checkpoints.save_latest(unreplicate_to_host(rstate), {**meta, "epoch": epoch})
-
     results = None
     try:
-        for epoch in range(step // spe, config.epochs):
-            rstate, step = _train_epoch(run, train_step, rstate, train_source, epoch, spe, step,
-                                        log, checkpoints, meta, on_step, workdir)
-            last = epoch + 1 == config.epochs
-            if (epoch + 1) % config.eval_every_epochs == 0 or last:
-                results = _evaluate(run, eval_step, rstate, test_source, epoch, step, meta, log,
-                                    checkpoints, workdir)
-            save_latest(epoch + 1)
+        with _stop_on_signals(session):
+            for epoch in range(step // spe, config.epochs):
+                _train_epoch(session, dataset.train, epoch)
+                last = epoch + 1 == config.epochs
+                if (epoch + 1) % config.eval_every_epochs == 0 or last:
+                    results = _evaluate(session, dataset.test, epoch)
+                session.save_latest()
         if results is None:  # nothing left to train: the run was already complete
             _log(f"{workdir}: the run is complete ({config.epochs} epochs); evaluating only")
-            results = _evaluate(run, eval_step, rstate, test_source, config.epochs - 1, step,
-                                meta, None, None, workdir)
+            results = _evaluate(session, dataset.test, config.epochs - 1, record=False)
     finally:
         checkpoints.wait()
         checkpoints.close()
@@ -142,17 +186,34 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path, *, override_con
     return results
 
 
-def _train_epoch(run, train_step, rstate, source, epoch, spe, step, log, checkpoints, meta,
-                 on_step, workdir):
-    from tqdm import tqdm
+@contextlib.contextmanager
+def _stop_on_signals(session: Session):
+    """SIGTERM / SIGINT ask the loop to stop at the next step boundary (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
-    from pisa_jax.data.pipeline import prefetch_to_device, train_batches
-    config = run.config
+    def ask_to_stop(number, _frame):
+        if session.stop_signal is not None:  # a second Ctrl-C: stop now, unsaved
+            raise KeyboardInterrupt
+        session.stop_signal = number
+        _log(f"\n{signal.Signals(number).name}: saving a checkpoint at the next step, then stopping")
+
+    previous = {s: signal.signal(s, ask_to_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _train_epoch(session: Session, source, epoch: int) -> None:
+    run, config, spe = session.run, session.run.config, session.steps_per_epoch
     batches = train_batches(source, global_batch_size=config.batch_size,
                             num_local_devices=jax.local_device_count(), seed=config.seed,
-                            epoch=epoch, start_step=step % spe, flip=config.flip)
-    bar = tqdm(total=spe, initial=step % spe, desc=f"epoch {epoch + 1}/{config.epochs}",
-               disable=not is_lead_host(), dynamic_ncols=True, leave=True)
+                            epoch=epoch, start_step=session.step % spe, flip=config.flip)
+    bar = reports.progress_bar(spe, session.step % spe, f"epoch {epoch + 1}/{config.epochs}",
+                               shown=is_lead_host())
     sums, count, pending = {}, 0, None
     start = time.perf_counter()
 
@@ -162,64 +223,78 @@ def _train_epoch(run, train_step, rstate, source, epoch, spe, step, log, checkpo
         nonlocal count
         values = {k: float(v[0]) for k, v in jax.device_get(metrics).items()}
         if not math.isfinite(values["loss"]):
-            checkpoints.wait()
-            good = checkpoints.latest_step()
+            session.checkpoints.wait()
+            good = session.checkpoints.latest_step()
             raise NonFiniteLossError(
                 f"loss is {values['loss']} at step {at_step} (epoch {epoch + 1}); training stopped. "
-                + (f"The last good checkpoint (step {good}) is kept in {workdir}/checkpoints/latest."
-                   if good is not None else "No checkpoint had been saved yet."))
+                + (f"The last good checkpoint (step {good}) is kept in "
+                   f"{session.workdir}/checkpoints/latest." if good is not None
+                   else "No checkpoint had been saved yet."))
         for k, v in values.items():
             sums[k] = sums.get(k, 0.0) + v
         count += 1
-        elapsed = time.perf_counter() - start
+        samples_per_s = count * config.batch_size / (time.perf_counter() - start)
         bar.set_postfix(loss=f"{values['loss']:.3f}",
                         acc=f"{100 * values['accuracy_' + run.primary]:.1f}%",
-                        samples_s=f"{count * config.batch_size / elapsed:.1f}")
+                        samples_s=f"{samples_per_s:.1f}")
+        if session.log is not None:
+            session.log.scalars("step", at_step, {
+                "loss": values["loss"], "learning_rate": float(run.learning_rate(at_step - 1)),
+                "samples_per_s": samples_per_s}, flush=False)
 
     for batch in prefetch_to_device(batches, size=2):
-        rstate, metrics = train_step(rstate, batch)
-        step += 1
+        session.rstate, metrics = session.train_step(session.rstate, batch)
+        session.step += 1
         if pending is not None:
             check(*pending)
-        pending = (metrics, step)
+        pending = (metrics, session.step)
         bar.update(1)
-        if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0 and step % spe:
+        every = config.checkpoint_every_steps
+        if session.stop_signal is not None or (every and session.step % every == 0
+                                               and session.step % spe):
             check(*pending)
             pending = None
-            checkpoints.save_latest(unreplicate_to_host(rstate), {**meta, "epoch": step / spe})
-        if on_step is not None:
-            on_step(step)
+            session.save_latest()
+        if session.stop_signal is not None:
+            session.checkpoints.wait()
+            bar.close()
+            name = signal.Signals(session.stop_signal).name
+            raise Interrupted(f"{name}: stopped at step {session.step} (epoch {epoch + 1}); the "
+                              f"checkpoint is saved in {session.workdir}: run the same command "
+                              f"to resume", session.stop_signal)
+        if session.on_step is not None:
+            session.on_step(session.step)
     if pending is not None:
         check(*pending)
     bar.close()
     elapsed = time.perf_counter() - start
-    if log is not None and count:
+    if session.log is not None and count:
         record = {k: (100 * v / count if k.startswith("accuracy") else v / count)
                   for k, v in sums.items()}
-        log.write("train", step, {"epoch": epoch + 1, **record, "seconds": elapsed,
-                                  "samples_per_s": count * config.batch_size / elapsed})
-    return rstate, step
+        session.log.write("train", session.step, {
+            "epoch": epoch + 1, **record, "seconds": elapsed,
+            "samples_per_s": count * config.batch_size / elapsed})
 
 
-def _evaluate(run, eval_step, rstate, source, epoch, step, meta, log, checkpoints, workdir):
-    """Score the test split; log it, and keep it as the best checkpoint if it is (both skipped
-    when log / checkpoints are None: re-scoring a finished run records nothing new)."""
+def _evaluate(session: Session, source, epoch: int, *, record: bool = True) -> dict:
+    """Score the test split; log it and keep it as the best checkpoint if it is (record=False:
+    re-scoring a finished run records nothing new)."""
+    rstate, step = session.rstate, session.step
     variables = {"params": rstate.params, "batch_stats": rstate.batch_stats}
     start = time.perf_counter()
-    results = score(eval_step, variables, source, global_batch_size=run.config.batch_size,
-                    primary=run.primary)
-    accuracy = results["accuracy"]
-    best = checkpoints is not None and accuracy > meta["best_accuracy"]
-    if best:
-        meta.update(best_accuracy=accuracy, best_step=step, best_epoch=epoch + 1)
-        checkpoints.save_best(unreplicate_to_host(rstate), {**meta, "epoch": epoch + 1})
+    probs, labels = predict_split(session.eval_step, variables, source,
+                                  global_batch_size=session.run.config.batch_size)
+    results = reports.evaluation_results(probs, labels, primary=session.run.primary)
+    is_best = record and results["accuracy"] > session.best.accuracy
+    if is_best:
+        session.best = Best(results["accuracy"], step, epoch + 1)
+        session.checkpoints.save_best(unreplicate_to_host(rstate), session.best.meta(epoch + 1))
+    best = session.best
     results.update(step=step, epoch=epoch + 1,
-                   best={"accuracy": meta["best_accuracy"], "step": meta["best_step"],
-                         "epoch": meta["best_epoch"]})
-    _log(f"eval epoch {epoch + 1} step {step}: {summary_line(results)}"
-         f"{'  (new best)' if best else ''}  [{time.perf_counter() - start:.1f}s]")
-    if log is not None:
-        log.write("eval", step, eval_record(results, epoch + 1))
-        write_eval_reports(workdir, results, best=best)
+                   best={"accuracy": best.accuracy, "step": best.step, "epoch": best.epoch})
+    _log(f"eval epoch {epoch + 1} step {step}: {reports.summary_line(results)}"
+         f"{'  (new best)' if is_best else ''}  [{time.perf_counter() - start:.1f}s]")
+    if record and session.log is not None:
+        session.log.write("eval", step, reports.eval_record(results, epoch + 1))
+        reports.write_eval_reports(session.workdir, results, best=is_best, log=session.log)
     return results
-

@@ -1,15 +1,20 @@
-"""What a user reads in the workdir: metrics.jsonl, TensorBoard events, results.json, PNGs.
+"""What a user reads in the workdir: the scores of an evaluation (results.json), metrics.jsonl,
+TensorBoard events and PNG figures.
 
-Only the lead host (process 0) writes these. TensorBoard files come from tensorboardX (no
-TensorFlow needed); figures from matplotlib's Agg backend (no display needed).
+Classes are skill levels: class c is level c + 1 (PISA rates players 1-10). Only the lead host
+(process 0) writes files. TensorBoard files come from tensorboardX (no TensorFlow needed);
+figures from matplotlib's Agg backend (no display needed).
 """
 from __future__ import annotations
 
 import json
+import math
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 
 METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"
@@ -17,8 +22,71 @@ CONFUSION_PNG = "confusion_matrix.png"
 CURVES_PNG = "training_curves.png"
 
 
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+    """int [num_classes (true), num_classes (predicted)]."""
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(matrix, (labels, predictions), 1)
+    return matrix
+
+
+def _finite_or_none(x: float) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def head_scores(probs: np.ndarray, labels: np.ndarray) -> dict:
+    """probs float [n, classes], labels int [n] -> accuracy (%), per-class accuracy (%, None
+    where a class has no test sample), mean absolute error in levels, Spearman correlation of the
+    predicted with the true level (None when either is constant), confusion matrix."""
+    num_classes = probs.shape[-1]
+    predictions = probs.argmax(-1)
+    matrix = confusion_matrix(labels, predictions, num_classes)
+    support = matrix.sum(1)
+    per_class = {str(c + 1): (100.0 * matrix[c, c] / support[c] if support[c] else None)
+                 for c in range(num_classes)}
+    if len(set(predictions.tolist())) > 1 and len(set(labels.tolist())) > 1:
+        spearman = stats.spearmanr(predictions, labels).statistic
+    else:
+        spearman = float("nan")
+    return {
+        "accuracy": 100.0 * float((predictions == labels).mean()) if len(labels) else 0.0,
+        "per_class_accuracy": per_class,
+        "mae_levels": float(np.abs(predictions - labels).mean()) if len(labels) else 0.0,
+        "spearman": _finite_or_none(float(spearman)),
+        "confusion_matrix": matrix.tolist(),
+    }
+
+
+def evaluation_results(probs: dict[str, np.ndarray], labels: np.ndarray, *, primary: str) -> dict:
+    """Scores of every head; `primary` names the head that makes the prediction."""
+    heads = {head: head_scores(p, labels) for head, p in probs.items()}
+    return {"num_samples": int(len(labels)), "prediction_head": primary,
+            "accuracy": heads[primary]["accuracy"], "heads": heads}
+
+
+def summary_line(results: dict) -> str:
+    heads = results["heads"]
+    accs = "  ".join(f"{h} {heads[h]['accuracy']:.2f}%" for h in heads)
+    primary = heads[results["prediction_head"]]
+    rho = primary["spearman"]
+    return (f"test accuracy: {accs}  | {results['prediction_head']}: MAE "
+            f"{primary['mae_levels']:.3f} levels, Spearman "
+            f"{'n/a' if rho is None else f'{rho:.3f}'} ({results['num_samples']} samples)")
+
+
+def eval_record(results: dict, epoch: int) -> dict:
+    """The scalars of one evaluation for metrics.jsonl / TensorBoard (accuracies in %)."""
+    record = {"epoch": epoch, "accuracy": results["accuracy"]}
+    for head, scores in results["heads"].items():
+        record[f"accuracy_{head}"] = scores["accuracy"]
+        record[f"mae_levels_{head}"] = scores["mae_levels"]
+        if scores["spearman"] is not None:
+            record[f"spearman_{head}"] = scores["spearman"]
+    return record
+
+
 class MetricsLog:
-    """Appends one JSON record per line to metrics.jsonl and mirrors scalars to TensorBoard."""
+    """Appends one JSON record per line to metrics.jsonl and mirrors scalars (and figures) to
+    TensorBoard under workdir/tensorboard."""
 
     def __init__(self, workdir: str | Path, *, resume_step: int = 0, tensorboard: bool = True):
         self.path = Path(workdir) / METRICS_FILE
@@ -29,21 +97,76 @@ class MetricsLog:
         self._writer = None
         if tensorboard:
             from tensorboardX import SummaryWriter
-            self._writer = SummaryWriter(str(Path(workdir) / "tensorboard"))
+            # purge_step: TensorBoard hides events past the resumed step that the killed run
+            # wrote, so resumed curves do not double back.
+            self._writer = SummaryWriter(str(Path(workdir) / "tensorboard"),
+                                         purge_step=resume_step or None)
 
     def write(self, kind: str, step: int, values: dict) -> None:
         record = {"kind": kind, "step": int(step), **{k: _plain(v) for k, v in values.items()}}
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
-        if self._writer is not None:
-            for key, value in values.items():
-                if isinstance(value, (int, float, np.floating, np.integer)) and key != "epoch":
-                    self._writer.add_scalar(f"{kind}/{key}", float(value), int(step))
+        self.scalars(kind, step, values)
+
+    def scalars(self, kind: str, step: int, values: dict, flush: bool = True) -> None:
+        """TensorBoard only (per-step values, which metrics.jsonl does not keep)."""
+        if self._writer is None:
+            return
+        for key, value in values.items():
+            if isinstance(value, (int, float, np.floating, np.integer)) and key != "epoch":
+                self._writer.add_scalar(f"{kind}/{key}", float(value), int(step))
+        if flush:
             self._writer.flush()
+
+    def image(self, tag: str, png: str | Path, step: int) -> None:
+        """A PNG the reports wrote (confusion matrix, curves), as a TensorBoard image."""
+        if self._writer is None or not Path(png).is_file():
+            return
+        plt = _pyplot()
+        pixels = plt.imread(str(png))[..., :3]  # [H, W, 3] float in [0, 1]
+        self._writer.add_image(tag, pixels, int(step), dataformats="HWC")
+        self._writer.flush()
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+
+class _PlainProgress:
+    """The progress bar for logs that are files: one line per tenth of an epoch."""
+
+    def __init__(self, total: int, initial: int, desc: str):
+        self.total, self.count, self.desc, self.postfix = total, initial, desc, {}
+        self.every = max(total // 10, 1)
+
+    def set_postfix(self, **values):
+        self.postfix = values
+
+    def update(self, n: int = 1):
+        self.count += n
+        if self.count % self.every == 0 or self.count == self.total:
+            shown = "  ".join(f"{k} {v}" for k, v in self.postfix.items())
+            print(f"{self.desc}: step {self.count}/{self.total}  {shown}", flush=True)
+
+    def close(self):
+        pass
+
+
+class _Silent(_PlainProgress):
+    """Hosts other than the lead print nothing."""
+
+    def update(self, n: int = 1):
+        self.count += n
+
+
+def progress_bar(total: int, initial: int, desc: str, *, shown: bool = True):
+    """A redrawn bar on a terminal; plain lines when stderr is a file (a log, a cluster job),
+    where a redrawn bar would write every frame into the file."""
+    if not shown:
+        return _Silent(total, initial, desc)
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+        return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, leave=True)
+    return _PlainProgress(total, initial, desc)
 
 
 def _plain(value):
@@ -138,3 +261,20 @@ def plot_curves(records: list[dict], path: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def write_eval_reports(workdir: str | Path, results: dict, *, best: bool,
+                       log: MetricsLog | None = None) -> None:
+    """results.json + confusion matrix of this evaluation; *_best copies when it is the best;
+    the training curves from metrics.jsonl; both figures to TensorBoard when `log` is given."""
+    workdir = Path(workdir)
+    write_results(workdir, results)
+    plot_confusion(results, workdir / CONFUSION_PNG)
+    if best:
+        write_results(workdir, results, name="results_best.json")
+        plot_confusion(results, workdir / "confusion_matrix_best.png")
+    plot_curves(read_metrics(workdir / METRICS_FILE), workdir / CURVES_PNG)
+    if log is not None:
+        step = results.get("step", 0)
+        log.image("eval/confusion_matrix", workdir / CONFUSION_PNG, step)
+        log.image("eval/training_curves", workdir / CURVES_PNG, step)

@@ -1,11 +1,20 @@
-"""Train state, the model a config describes, and its initialisation.
+"""From a config and the data's shapes to the model, the optimiser and a fresh train state.
 
 The state is one pytree (step, params, batch_stats, opt_state, rng) so that a checkpoint is one
 tree and a resumed run continues from exactly the same point. The rng is a raw uint32 key
-([2]), which orbax saves like any array.
+([2]), which orbax saves like any array. The data's shapes are saved as `inputs.json` in the
+workdir, so evaluation and prediction rebuild the same model without the dataset at hand.
+
+The optimiser is PyTorch's Adam(weight_decay=...) by default: torch adds `weight_decay * param`
+to the gradient *before* the moment estimates (coupled L2), so Adam rescales the decay like any
+gradient; optax.adamw decouples it, a different optimiser kept only as an option. The decay
+applies to every parameter (biases and BatchNorm scales too), as torch does when given all.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
+from pathlib import Path
 from typing import Any
 
 import flax
@@ -14,9 +23,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from pisa_jax.train.config import TrainConfig
+from pisa_jax.train.config import TrainConfig, TrainConfigError
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}   # keys: config.PRECISIONS
+ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8                  # torch.optim.Adam's defaults
+INPUTS_FILE = "inputs.json"
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -27,9 +38,44 @@ class TrainState(flax.struct.PyTreeNode):
     rng: jax.Array           # uint32 [2]: dropout keys derive from it by fold_in(step, device)
 
 
-def build_model(config: TrainConfig, num_classes: int, *, bn_axis_name: str | None = None):
-    """The SkillModel the config describes; bn_axis_name="batch" inside the pmap step."""
-    from pisa_jax.models import SkillModel  # models are imported lazily: the CLI stays light
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+    """What the model needs to know of a sample (and predict of how samples are cut)."""
+    clips: int
+    clip_length: int
+    image_size: int
+    spectrogram_shape: tuple[int, ...]   # [H, W] (one per sample) or [clips, H, W]
+    num_classes: int
+
+    @classmethod
+    def of_dataset(cls, dataset) -> "InputSpec":
+        return cls(clips=int(dataset.clips_per_sample), clip_length=int(dataset.clip_length),
+                   image_size=int(dataset.image_size),
+                   spectrogram_shape=tuple(int(s) for s in dataset.spectrogram_shape),
+                   num_classes=int(dataset.num_classes))
+
+    def save(self, workdir: str | Path) -> None:
+        values = dataclasses.asdict(self)
+        values["spectrogram_shape"] = list(self.spectrogram_shape)
+        path = Path(workdir) / INPUTS_FILE
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(values, indent=2) + "\n")
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, workdir: str | Path) -> "InputSpec":
+        path = Path(workdir) / INPUTS_FILE
+        try:
+            values = json.loads(path.read_text())
+            values["spectrogram_shape"] = tuple(values["spectrogram_shape"])
+            return cls(**values)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise TrainConfigError(f"{path}: cannot read the input description of this run ({e})") from e
+
+
+def skill_model(config: TrainConfig, num_classes: int, *, bn_axis_name: str | None = None):
+    """The SkillModel the config describes; bn_axis_name = the pmap axis inside the train step."""
+    from pisa_jax.models import SkillModel
     visual_depth, aural_depth = config.depths
     return SkillModel(visual_depth=visual_depth, aural_depth=aural_depth, num_classes=num_classes,
                       modalities=tuple(config.modalities), dropout=config.dropout,
@@ -38,17 +84,16 @@ def build_model(config: TrainConfig, num_classes: int, *, bn_axis_name: str | No
                       dtype=DTYPES[config.precision], bn_axis_name=bn_axis_name)
 
 
-def dummy_inputs(modalities, *, clips: int, clip_length: int, image_size: int,
-                 spectrogram_shape: tuple[int, ...]):
-    """Zero inputs of batch 1 with the dataset's shapes, for model.init."""
-    video = (jnp.zeros((1, clips, clip_length, image_size, image_size, 3), jnp.float32)
-             if "visual" in modalities else None)
-    spectrogram = (jnp.zeros((1, *spectrogram_shape), jnp.float32)
+def dummy_inputs(modalities, spec: InputSpec, batch: int = 1):
+    """Zero inputs with the dataset's shapes, for model.init."""
+    video = (jnp.zeros((batch, spec.clips, spec.clip_length, spec.image_size, spec.image_size, 3),
+                       jnp.float32) if "visual" in modalities else None)
+    spectrogram = (jnp.zeros((batch, *spec.spectrogram_shape), jnp.float32)
                    if "aural" in modalities else None)
     return video, spectrogram
 
 
-def init_variables(model, seed: int, video, spectrogram) -> dict[str, Any]:
+def init_model_variables(model, seed: int, video, spectrogram) -> dict[str, Any]:
     """Randomly initialised {"params", "batch_stats"}.
 
     One jit-compiled program, compiled without LLVM optimisation: it runs once, and on CPU the
@@ -66,6 +111,26 @@ def init_variables(model, seed: int, video, spectrogram) -> dict[str, Any]:
     return variables
 
 
+def learning_rate_schedule(config: TrainConfig, total_steps: int = 1) -> optax.Schedule:
+    """step -> learning rate. total_steps only shapes a decaying schedule."""
+    if config.lr_schedule == "cosine":  # decays to 0 over the run: steadier on small data
+        return optax.cosine_decay_schedule(config.learning_rate, max(int(total_steps), 1))
+    return optax.constant_schedule(config.learning_rate)
+
+
+def make_optimizer(config: TrainConfig, total_steps: int = 1) -> optax.GradientTransformation:
+    """The optimiser state's structure does not depend on total_steps, so a checkpoint
+    restores whatever it is."""
+    lr = learning_rate_schedule(config, total_steps)
+    if config.optimizer == "adamw":  # torch.optim.AdamW: p <- p - lr * (adam(g) + wd * p)
+        return optax.adamw(lr, b1=ADAM_B1, b2=ADAM_B2, eps=ADAM_EPS,
+                           weight_decay=config.weight_decay)
+    return optax.chain(
+        optax.add_decayed_weights(config.weight_decay),       # g <- g + wd * p   (coupled L2)
+        optax.scale_by_adam(b1=ADAM_B1, b2=ADAM_B2, eps=ADAM_EPS),
+        optax.scale_by_learning_rate(lr))                     # * -lr(step)
+
+
 def create_train_state(variables: dict[str, Any], tx: optax.GradientTransformation,
                        seed: int) -> TrainState:
     params = variables["params"]
@@ -74,6 +139,37 @@ def create_train_state(variables: dict[str, Any], tx: optax.GradientTransformati
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get("batch_stats", {}),
                       opt_state=tx.init(params), rng=rng)
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """Everything a run computes with, made from its config and its data's shapes."""
+    config: TrainConfig
+    spec: InputSpec
+    model: Any            # BatchNorm synced over the pmap axis: for training
+    eval_model: Any       # the same parameters, no collective: for eval and prediction
+    tx: optax.GradientTransformation
+    learning_rate: optax.Schedule   # step -> the rate tx applies (for the logs)
+    state: TrainState     # freshly initialised on the host; also the restore template
+
+    @property
+    def primary(self) -> str:
+        """The head whose prediction counts: multimodal when both branches exist (the paper)."""
+        modalities = self.config.modalities
+        return "multimodal" if len(modalities) > 1 else modalities[0]
+
+
+def create_run(config: TrainConfig, spec: InputSpec, *, total_steps: int = 1) -> Run:
+    """Model, optimiser and a randomly initialised state. total_steps: of the whole run, for a
+    decaying learning-rate schedule. Pretrained backbones are applied by the caller
+    (`pisa_jax.train.pretrained`), only when no checkpoint of the run is restored."""
+    from pisa_jax.data.pipeline import BATCH_AXIS
+    model = skill_model(config, spec.num_classes, bn_axis_name=BATCH_AXIS)
+    eval_model = skill_model(config, spec.num_classes)
+    variables = init_model_variables(eval_model, config.seed, *dummy_inputs(config.modalities, spec))
+    tx = make_optimizer(config, total_steps)
+    return Run(config, spec, model, eval_model, tx, learning_rate_schedule(config, total_steps),
+               create_train_state(variables, tx, config.seed))
 
 
 def to_host(tree):

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pisa_jax.data import open_path
+from pisa_jax.data.dataset import open_path
 from pisa_jax.data.pipeline import (NORMALIZATION, eval_batches, eval_steps, prefetch_to_device,
                                     prepare_inputs, steps_per_epoch, train_batches)
 

@@ -18,21 +18,23 @@ def main(process_id: int, port: int, data_dir: str, out_dir: str) -> None:
     import jax
     import numpy as np
 
-    from pisa_jax.data import open_dataset
+    from pisa_jax.data.dataset import open_dataset
     from pisa_jax.data.pipeline import prefetch_to_device, train_batches
     from pisa_jax.train import preset
-    from pisa_jax.train.checkpoint import Checkpoints
+    from pisa_jax.train.checkpoints import Checkpoints
     from pisa_jax.train.distributed import check_batch_split, replicate, unreplicate_to_host
-    from pisa_jax.train.setup import InputSpec, build
+    from pisa_jax.train.state import InputSpec, create_run
+    from pisa_jax.train.steps import make_train_step
     assert (jax.process_count(), jax.device_count(), jax.local_device_count()) == (2, 4, 2)
 
     config = preset("smoke", data_dir=data_dir)
     check_batch_split(config.batch_size)
-    dataset = open_dataset("synthetic", "tiny", data_dir=data_dir)
-    run = build(config, InputSpec.of_dataset(dataset))
+    dataset = open_dataset("synthetic_tiny", data_dir)
+    run = create_run(config, InputSpec.of_dataset(dataset))
     batches = train_batches(dataset.train, global_batch_size=config.batch_size,
                             num_local_devices=jax.local_device_count(), seed=0, epoch=0)
-    state, metrics = run.train_step()(replicate(run.state), next(prefetch_to_device(batches)))
+    train_step = make_train_step(run.model, run.tx, config)
+    state, metrics = train_step(replicate(run.state), next(prefetch_to_device(batches)))
     host = unreplicate_to_host(state)
     leaves = jax.tree_util.tree_flatten_with_path(host.params)[0]
     np.savez(os.path.join(out_dir, f"params_{process_id}.npz"),

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from pisa_jax.train import ConfigMismatchError, TrainConfig, TrainConfigError, preset, train_and_evaluate
-from pisa_jax.train.cli import build_parser, parse_args
+from pisa_jax.train.flags import build_parser, parse_args
 from pisa_jax.train.config import PRESETS, config_differences, load_config, save_config
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pisa_jax.train import NonFiniteLossError, preset, train_and_evaluate
-from pisa_jax.train.checkpoint import Checkpoints
+from pisa_jax.train.checkpoints import Checkpoints
 from pisa_jax.train.reports import read_metrics
 
 
@@ -58,8 +58,8 @@ class _Poisonable:
 
 
 def test_non_finite_loss_stops_keeping_the_last_good_checkpoint(synthetic_tiny, tmp_path):
-    from pisa_jax.data import open_dataset
-    dataset = open_dataset("synthetic", "tiny", data_dir=synthetic_tiny.data_dir)
+    from pisa_jax.data.dataset import open_dataset
+    dataset = open_dataset("synthetic_tiny", synthetic_tiny.data_dir)
     dataset.train = source = _Poisonable(dataset.train)
 
     def poison_after_epoch_1(step):  # epoch 2's batches are read after this
@@ -76,5 +76,5 @@ def test_non_finite_loss_stops_keeping_the_last_good_checkpoint(synthetic_tiny, 
 
 
 def _fresh_state(config, dataset):
-    from pisa_jax.train.setup import InputSpec, build
-    return build(config, InputSpec.of_dataset(dataset)).state
+    from pisa_jax.train.state import InputSpec, create_run
+    return create_run(config, InputSpec.of_dataset(dataset)).state

@@ -8,8 +8,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from pisa_jax.evaluate import load_trained
-from pisa_jax.train.checkpoint import Checkpoints
+from pisa_jax.train.checkpoints import load_trained
+from pisa_jax.train.checkpoints import Checkpoints
 
 WORKER = Path(__file__).with_name("resume_worker.py")
 

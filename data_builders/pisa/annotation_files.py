@@ -1,6 +1,6 @@
 """PISA annotations: reading and checking the sample JSON and the raw per-video table.
 
-Sample annotations (schema of PISA's Ready2Use files, see data_builders/pisa/README.md):
+Sample annotations (schema of PISA's Ready2Use files, described in data_builders/pisa/README.md):
 a JSON list of records {"key": "40_0", "video_id": 40, "sample_idx": 0, "player_level": 8,
 "song_level": 2, "framerate": 29.97, "frames": [160 ints]}. `annotations` given to the builder
 is either a directory holding annotations_<sampling>_<split>.json (or Parmar's .pkl of the
@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pisa_jax.data.errors import DataError
+from data_builders.pisa.pickles import load_ready2use
+from pisa_jax.errors import DataError
 
 SPLITS = ("train", "test")
 _FIELDS = {"video_id": int, "sample_idx": int, "player_level": int, "song_level": int,
@@ -53,9 +54,8 @@ class RawVideo:
 
 
 def shipped_annotations_dir() -> Path:
-    """PISA's annotations as shipped inside the package (data_builders/pisa/annotations)."""
-    import data_builders.pisa  # the builder package owns the files
-    return Path(data_builders.pisa.__file__).parent / "annotations"
+    """PISA's annotations as shipped inside this package (data_builders/pisa/annotations)."""
+    return Path(__file__).parent / "annotations"
 
 
 def _check_record(record, where: str, problems: list) -> Sample | None:
@@ -107,7 +107,6 @@ def parse_samples(records, source: str) -> list[Sample]:
 
 def _read_file(path: Path):
     if path.suffix == ".pkl":
-        from data_builders.pisa.pickles import load_ready2use
         return load_ready2use(path)
     try:
         return json.loads(path.read_text())

@@ -7,10 +7,11 @@ import sys
 import pytest
 
 from data_builders.pisa import extract
-from data_builders.pisa.prepare import build
+from data_builders.pisa.build import build_dataset
 from data_helpers import records, write_jpegs, coded_frames
-from pisa_jax.data import encode, open_path
-from pisa_jax.data.errors import DataError
+from pisa_jax.data.dataset import open_path
+from pisa_jax.media import encode
+from pisa_jax.errors import DataError
 
 
 @pytest.fixture
@@ -47,7 +48,7 @@ EXPECTED = {"2.mp4": "truncated", "3.mp4": "no audio stream", "4.mp4": "too shor
 def test_every_problem_is_listed_and_nothing_written(tmp_path, bad_manual_dir, small_config):
     videos, annotations = bad_manual_dir
     with pytest.raises(DataError) as error:
-        build(small_config(annotations), videos, tmp_path / "data", num_workers=2)
+        build_dataset(small_config(annotations), videos, tmp_path / "data", num_workers=2)
     problems = error.value.problems
     for name, words in EXPECTED.items():
         assert any(path.endswith(name) and words in problem for path, problem in problems), name
@@ -59,7 +60,7 @@ def test_every_problem_is_listed_and_nothing_written(tmp_path, bad_manual_dir, s
 def test_skip_bad_builds_the_rest_and_lists_what_it_skipped(tmp_path, bad_manual_dir,
                                                             small_config):
     videos, annotations = bad_manual_dir
-    result = build(small_config(annotations), videos, tmp_path / "data", skip_bad=True,
+    result = build_dataset(small_config(annotations), videos, tmp_path / "data", skip_bad=True,
                    num_workers=1)
     assert result.split_sizes == {"train": 2, "test": 2}
     listed = json.loads((result.path / "skipped_samples.json").read_text())
@@ -74,10 +75,10 @@ def test_annotations_that_do_not_fit_the_config(tmp_path, write_coded_video, sma
     path = tmp_path / "ann.json"
     path.write_text(json.dumps({"train": records(1, 2, 25.0, 1, 6)}))   # 6 frames, config 8
     with pytest.raises(DataError, match="has 6 frames"):
-        build(small_config(str(path)), tmp_path / "videos", tmp_path / "data")
+        build_dataset(small_config(str(path)), tmp_path / "videos", tmp_path / "data")
     path.write_text(json.dumps({"train": [{"video_id": "one"}]}))
     with pytest.raises(DataError, match="PISA schema"):
-        build(small_config(str(path)), tmp_path / "videos", tmp_path / "data")
+        build_dataset(small_config(str(path)), tmp_path / "videos", tmp_path / "data")
     assert not (tmp_path / "data").exists()
 
 
@@ -103,13 +104,13 @@ def test_failed_build_leaves_nothing_that_loads(tmp_path, write_coded_video, sma
     real = extract.extract_job
     monkeypatch.setattr(extract, "extract_job", failing)
     with pytest.raises(OSError, match="simulated"):
-        build(config, tmp_path / "videos", tmp_path / "data", num_workers=1)
+        build_dataset(config, tmp_path / "videos", tmp_path / "data", num_workers=1)
     folder = tmp_path / "data" / "pisa" / config.name
     assert not (folder / "1.0.0").exists() and not list(folder.glob("incomplete*"))
     with pytest.raises(DataError, match="no finished dataset"):
         open_path(folder / "1.0.0")
     monkeypatch.setattr(extract, "extract_job", real)
-    assert build(config, tmp_path / "videos", tmp_path / "data").split_sizes["test"] == 2
+    assert build_dataset(config, tmp_path / "videos", tmp_path / "data").split_sizes["test"] == 2
 
 
 def test_killed_build_leaves_nothing_that_loads(tmp_path, write_coded_video, small_config):
@@ -117,7 +118,7 @@ def test_killed_build_leaves_nothing_that_loads(tmp_path, write_coded_video, sma
     script = f"""
 import os, dataclasses
 from data_builders.pisa import extract
-from data_builders.pisa.prepare import build, make_config
+from data_builders.pisa.build import build_dataset, make_config
 real = extract.extract_job
 calls = []
 def dies(job, layout):
@@ -128,7 +129,7 @@ def dies(job, layout):
 extract.extract_job = dies
 config = dataclasses.replace(make_config("consecutive", {config.annotations!r}),
     image_size=32, clips_per_sample=2, clip_length=4, spectrogram_size=16)
-build(config, {str(tmp_path / 'videos')!r}, {str(tmp_path / 'data')!r}, num_workers=1)
+build_dataset(config, {str(tmp_path / 'videos')!r}, {str(tmp_path / 'data')!r}, num_workers=1)
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True,
                           env={**os.environ, "PYTHONPATH": os.getcwd()})
@@ -137,4 +138,4 @@ build(config, {str(tmp_path / 'videos')!r}, {str(tmp_path / 'data')!r}, num_work
     assert list(folder.glob("incomplete*"))      # TFDS's temporary folder stays behind ...
     with pytest.raises(DataError, match="no finished dataset"):
         open_path(folder / "1.0.0")                 # ... but nothing loads as a dataset
-    assert build(config, tmp_path / "videos", tmp_path / "data").split_sizes["train"] == 4
+    assert build_dataset(config, tmp_path / "videos", tmp_path / "data").split_sizes["train"] == 4

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from data_builders.pisa.__main__ import main
-from data_builders.pisa.prepare import build
+from data_builders.pisa.build import build_dataset
 from data_helpers import SR, coded_frames, read_codes, records, tone, write_jpegs
-from pisa_jax.data import encode, open_path
+from pisa_jax.data.dataset import open_path
+from pisa_jax.media import encode
 
 
 def by_key(source):
@@ -27,7 +28,7 @@ def test_frame_rates_sizes_and_labels(tmp_path, write_coded_video, write_annotat
         splits[split] += records(vid, level, fps, n, 8, song_level=vid, scheme=scheme)
     config = small_config(write_annotations(tmp_path / "mine.json", splits),
                           spectrogram_per_clip=per_clip)
-    result = build(config, tmp_path / "videos", tmp_path / "data", num_workers=2)
+    result = build_dataset(config, tmp_path / "videos", tmp_path / "data", num_workers=2)
     assert result.split_sizes == {"train": 5, "test": 3} and result.skipped == []
     ds = open_path(result.path)
     assert ds.spectrogram_shape == ((2, 16, 16) if per_clip else (16, 16))
@@ -64,7 +65,7 @@ def test_frame_folders_and_untrimmed_youtube_videos(tmp_path, write_annotations,
         {"video_id": 2, "youtube link": "https://youtu.be/abcdefghijk",
          "crop": "320, 180, 640, 360",
          "framerate": 25, "start_time": "0:02", "level_player": 7, "level_song": 1}]))
-    result = build(small_config(str(annotations)), manual, tmp_path / "data", num_workers=1)
+    result = build_dataset(small_config(str(annotations)), manual, tmp_path / "data", num_workers=1)
     ds = open_path(result.path)
     for key, sample in by_key(ds.train).items():
         start = int(key.split("_")[1]) * 8

@@ -5,7 +5,8 @@ import numpy as np
 import optax
 import pytest
 
-from pisa_jax.train.optimizer import make_optimizer
+from pisa_jax.train.config import preset
+from pisa_jax.train.state import make_optimizer
 
 
 def _problem(seed=0):
@@ -21,7 +22,7 @@ def _jax_run(name, lr, wd, steps):
     def loss(p):
         return optax.softmax_cross_entropy_with_integer_labels(x @ p["w"] + p["b"], y).mean()
 
-    tx = make_optimizer(name, lr, wd)
+    tx = make_optimizer(preset("paper", optimizer=name, learning_rate=lr, weight_decay=wd))
     params = jax.tree_util.tree_map(jnp.asarray, params)
     state = tx.init(params)
     for _ in range(steps):

@@ -2,7 +2,7 @@
 import numpy as np
 
 from pisa_jax.train import reports
-from pisa_jax.train.metrics import evaluation_results, head_scores
+from pisa_jax.train.reports import evaluation_results, head_scores
 
 
 def _onehot(predictions, classes=10):

@@ -1,8 +1,9 @@
 """The embedded synthetic dataset: piano-like performances rendered as real mp4 files (H.264 +
 AAC) with annotations in PISA's schema, built by the same TFDS builder as PISA (layout a).
 
-    ref = ensure_synthetic()               # builds once into $PISA_JAX_DATA or ~/.cache/pisa_jax
-    ds = pisa_jax.data.open_dataset("synthetic", "demo")
+This module renders; `data_builders.pisa.build.ensure_synthetic` renders and builds on first use:
+    ensure_synthetic(size="demo")          # -> <data_dir>/pisa/synthetic_demo/<version>
+    pisa_jax.data.open_dataset("synthetic_demo")
 
 Sizes: "demo" (CPU demo: 270 train / 100 test samples of 2 clips x 8 frames, 32x32 frames,
 32x32 spectrograms), "full" (the paper's shapes: 10 clips x 16 frames, 112x112, 224x224; same
@@ -12,18 +13,16 @@ different performances (as in PISA, no video is in both splits).
 from __future__ import annotations
 
 import concurrent.futures as futures
-import contextlib
 import dataclasses
-import fcntl
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 
-from pisa_jax.data import encode
-from pisa_jax.data.synthetic_render import SAMPLE_RATE, render_video
+from data_builders.pisa.synthetic_render import render_video
+from pisa_jax.media import encode
+from pisa_jax.media.spectrogram import SAMPLE_RATE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,19 +46,8 @@ SIZES = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class DatasetRef:
-    path: Path          # the TFDS dataset folder <data_dir>/pisa/<config>/<version>
-    data_dir: Path
-    config: str         # e.g. "synthetic_demo"
-    source_dir: Path    # the rendered videos and annotations it was built from
-
-
-def default_data_dir() -> Path:
-    return Path(os.environ.get("PISA_JAX_DATA") or Path.home() / ".cache" / "pisa_jax")
-
-
-def config_name(size: str, seed: int) -> str:
+def config_name(size: str, seed: int = 0) -> str:
+    """The builder config of a synthetic size: synthetic_demo, synthetic_full_seed3 ..."""
     return f"synthetic_{size}" + (f"_seed{seed}" if seed else "")
 
 
@@ -75,7 +63,7 @@ def _video_plan(size: SyntheticSize, seed: int) -> list[tuple[int, str, int, int
 
 
 def _sample_frames(scheme: str, sample: int, samples: int, size: SyntheticSize) -> list[int]:
-    """PISA's frame layouts (see SCHEMA): consecutive runs, or clips spread over the video."""
+    """PISA's two frame layouts: consecutive runs, or clips spread evenly over the video."""
     per_sample, clip = size.clips_per_sample * size.clip_length, size.clip_length
     if scheme == "consecutive":
         return list(range(sample * per_sample, (sample + 1) * per_sample))
@@ -112,47 +100,3 @@ def generate(folder: str | os.PathLike, size: str = "demo", seed: int = 0,
             path = folder / "annotations" / f"annotations_{scheme}_{split}.json"
             path.write_text(json.dumps(records))
     return folder
-
-
-def builder_config(size: str, seed: int, annotations: str | os.PathLike):
-    from data_builders.pisa.pisa_dataset_builder import PisaConfig
-    spec = SIZES[size]
-    return PisaConfig(name=config_name(size, seed), description=f"Synthetic PISA ({size})",
-                      sampling="consecutive", image_size=spec.image_size,
-                      clips_per_sample=spec.clips_per_sample, clip_length=spec.clip_length,
-                      spectrogram_size=spec.spectrogram_size, annotations=os.fspath(annotations))
-
-
-@contextlib.contextmanager
-def _lock(path: Path):
-    """One builder at a time per config (several processes may start at once)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def ensure_synthetic(data_dir: str | os.PathLike | None = None, size: str = "demo",
-                     seed: int = 0, num_workers: int | None = None) -> DatasetRef:
-    """The synthetic dataset, rendered and built on first use, reused afterwards."""
-    if size not in SIZES:
-        raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
-    from data_builders.pisa.prepare import build  # TFDS only when building
-    data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
-    name = config_name(size, seed)
-    source = data_dir / "synthetic" / name
-    path = data_dir / "pisa" / name / "1.0.0"
-    with _lock(data_dir / "pisa" / f".{name}.lock"):
-        if not (path / "dataset_info.json").is_file():
-            if not (source / "complete").is_file():  # render into a fresh folder
-                shutil.rmtree(source, ignore_errors=True)
-                generate(source, size, seed, num_workers)
-                (source / "complete").write_text("rendered\n")
-            for stale in path.parent.glob("incomplete.*"):  # left by a killed build
-                shutil.rmtree(stale, ignore_errors=True)
-            build(builder_config(size, seed, source / "annotations"), source / "videos",
-                  data_dir, num_workers=num_workers)
-    return DatasetRef(path, data_dir, name, source)

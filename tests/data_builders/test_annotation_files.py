@@ -9,8 +9,8 @@ import pytest
 
 from data_builders.pisa.layouts import crop_reference_heights
 from data_builders.pisa.pickles import load_ready2use
-from pisa_jax.data import annotations as A
-from pisa_jax.data.errors import DataError
+from data_builders.pisa import annotation_files as A
+from pisa_jax.errors import DataError
 
 TRAIN_IDS = {1, 2, 4, 5, 6, 7, 8, 10, 12, 13, 14, 16, 18, 19, 20, 22, 23, 25, 28, 29, 30, 34,
              35, 36, 41, 42, 44, 46, 47, 48, 50, 51, 52, 54, 56, 57, 61}

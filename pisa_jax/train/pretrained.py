@@ -1,5 +1,8 @@
 """Start the backbones from converted PyTorch weights (python -m pisa_jax.convert ...).
 
+Only a run that restores no checkpoint of its own starts here: a resumed run's checkpoint holds
+the weights, so the converted folders are not even read then.
+
 The converted tree must cover every parameter and BatchNorm statistic of the backbone with the
 same shape, and nothing more: a classifier the converted model may carry (`fc`) is left out with
 a note; anything else that does not fit (missing, extra or differently shaped) is an error
@@ -8,28 +11,21 @@ naming the path: a silently partial start would void the comparison with the pap
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import jax
 import numpy as np
+from flax import traverse_util
 
+from pisa_jax.errors import UserError
 
 CLASSIFIER = "fc"  # the pretrained nets' own classifier: not part of our backbones
 
 
-class InitWeightsError(ValueError):
+class InitWeightsError(UserError):
     """Converted weights that do not fit the backbone of this config."""
 
 
-def _flat(tree) -> dict[tuple, Any]:
-    return {tuple(getattr(k, "key", k) for k in path): leaf
-            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def _unflat_like(template, values: dict[tuple, Any]):
-    paths, treedef = jax.tree_util.tree_flatten_with_path(template)
-    return jax.tree_util.tree_unflatten(
-        treedef, [values[tuple(getattr(k, "key", k) for k in p)] for p, _ in paths])
+def _flat(tree) -> dict[tuple, object]:
+    return traverse_util.flatten_dict(dict(tree)) if tree else {}
 
 
 def merge_backbone(variables: dict, converted: dict, backbone: str, source: str) -> tuple[dict, list[str]]:
@@ -69,13 +65,13 @@ def merge_backbone(variables: dict, converted: dict, backbone: str, source: str)
         if classifier:
             notes.append(f"{source}: left out the converted classifier ({CLASSIFIER}, "
                          f"{len(classifier)} {collection}): the heads replace it")
-        merged[collection][backbone] = _unflat_like(
-            ours, {p: np.asarray(theirs[p], dtype=np.float32) for p in wanted})
+        merged[collection][backbone] = traverse_util.unflatten_dict(
+            {p: np.asarray(theirs[p], dtype=np.float32) for p in wanted})
     return merged, notes
 
 
-def load_initial_weights(variables: dict, *, visual_init: str | None, aural_init: str | None,
-                         modalities) -> tuple[dict, list[str]]:
+def load_pretrained(variables: dict, *, visual_init: str | None, aural_init: str | None,
+                    modalities) -> tuple[dict, list[str]]:
     """Apply --visual_init / --aural_init (converted weight directories) to fresh variables."""
     from pisa_jax.convert import load_converted
     notes = []
@@ -95,3 +91,14 @@ def load_initial_weights(variables: dict, *, visual_init: str | None, aural_init
         notes.append(f"{backbone} initialised from {directory} ({meta.get('arch', '?')}, "
                      f"source {meta.get('source', '?')})")
     return variables, notes
+
+
+def with_pretrained(state, config) -> tuple[object, list[str]]:
+    """The fresh TrainState with its backbones replaced by the config's converted weights."""
+    if not (config.visual_init or config.aural_init):
+        return state, []
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    variables, notes = load_pretrained(variables, visual_init=config.visual_init,
+                                       aural_init=config.aural_init, modalities=config.modalities)
+    # Adam's moments start at zero whatever the parameters are: opt_state stays valid.
+    return state.replace(params=variables["params"], batch_stats=variables["batch_stats"]), notes

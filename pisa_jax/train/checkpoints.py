@@ -16,11 +16,17 @@ from typing import Any
 
 import flax.serialization
 import orbax.checkpoint as ocp
+from flax import traverse_util
 
-from pisa_jax.train.state import TrainState, to_host
+from pisa_jax.errors import UserError
+from pisa_jax.train.config import CONFIG_FILE, load_config
+from pisa_jax.train.state import InputSpec, TrainState, create_run, to_host
 
 
-class CheckpointError(RuntimeError):
+SERIES = ("best", "latest")
+
+
+class CheckpointError(UserError):
     """A checkpoint that cannot be restored into the model the config describes."""
 
 
@@ -91,14 +97,30 @@ class Checkpoints:
         self.best.close()
 
 
+def load_trained(workdir: str | Path, which: str = "best"):
+    """(run, state) of a training workdir: the model its config describes, with the
+    parameters and BatchNorm statistics of its `which` checkpoint (a host TrainState)."""
+    workdir = Path(workdir)
+    if which not in SERIES:
+        raise CheckpointError(f"--checkpoint {which!r}: expected one of {SERIES}")
+    if not (workdir / CONFIG_FILE).is_file():
+        raise CheckpointError(f"{workdir}: no {CONFIG_FILE} (not a training workdir?)")
+    config = load_config(workdir / CONFIG_FILE)
+    run = create_run(config, InputSpec.load(workdir))
+    checkpoints = Checkpoints(workdir, read_only=True)
+    try:
+        state, _ = checkpoints.restore(run.state, which)
+    finally:
+        checkpoints.close()
+    return run, state
+
+
 def _check_shapes(expected, restored, where: str) -> None:
-    import jax
-    exp = jax.tree_util.tree_flatten_with_path(expected)[0]
-    got = dict(jax.tree_util.tree_flatten_with_path(restored)[0])
-    for path, leaf in exp:
+    got = traverse_util.flatten_dict(restored)
+    for path, leaf in traverse_util.flatten_dict(expected).items():
         other = got.get(path)
         if other is None or tuple(other.shape) != tuple(leaf.shape):
-            name = jax.tree_util.keystr(path)
+            name = "/".join(map(str, path))
             shape = None if other is None else tuple(other.shape)
             raise CheckpointError(f"{where}: {name} has shape {shape}, the model expects "
                                   f"{tuple(leaf.shape)} (different config?)")

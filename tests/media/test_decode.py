@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from data_helpers import SR, coded_frames, read_codes, write_jpegs
-from pisa_jax.data import encode, media
-from pisa_jax.data.errors import MediaError
+from pisa_jax.media import decode as media, encode
+from pisa_jax.errors import MediaError
 
 
 @pytest.mark.parametrize("fps", [24, 25, 29.97, 30])
@@ -52,10 +52,10 @@ def test_audio_is_mono_float_at_44k_and_aligned(tmp_path):
     audio[click:click + 100] = 0.9
     path = tmp_path / "v.mp4"
     encode.write_video(path, coded_frames(n), fps, audio, SR)
-    decoded = media.read_audio(path)
+    decoded = media.read_audio(path, SR)
     assert decoded.dtype == np.float32 and abs(decoded.size - audio.size) <= 1024
     assert abs(int(np.argmax(np.abs(decoded) > 0.3)) - click) <= 2   # AAC delay is compensated
-    trimmed = media.read_audio(path, start_time=10 / fps)
+    trimmed = media.read_audio(path, SR, start_time=10 / fps)
     assert abs(int(np.argmax(np.abs(trimmed) > 0.3)) - (click - 10 * SR // fps)) <= 2
 
 
@@ -63,7 +63,7 @@ def test_stereo_is_averaged(tmp_path):
     t = np.arange(SR) / SR
     left, right = 0.5 * np.sin(2 * np.pi * 440 * t), 0.1 * np.sin(2 * np.pi * 440 * t)
     encode.write_wav(tmp_path / "s.wav", np.stack([left, right], 1), SR)
-    decoded = media.read_audio(tmp_path / "s.wav")
+    decoded = media.read_audio(tmp_path / "s.wav", SR)
     np.testing.assert_allclose(decoded, (left + right) / 2, atol=2e-4)
 
 
@@ -78,7 +78,7 @@ def test_bad_files_raise_media_error_naming_the_file(tmp_path, write_coded_video
     silent = write_coded_video(tmp_path / "silent.mp4", 10, 25, audio=False)
     assert not media.probe(silent).has_audio
     with pytest.raises(MediaError, match="no audio stream"):
-        media.read_audio(silent)
+        media.read_audio(silent, SR)
     with pytest.raises(MediaError, match="only 10 frames decode"):
         media.read_frames(silent, [12], 32)
 

@@ -9,12 +9,17 @@ from pisa_jax.data.pipeline import NORMALIZATION
 from pisa_jax.data.pipeline import prepare_inputs as prepare
 from pisa_jax.models import SkillModel
 from pisa_jax.train.distributed import replicate
-from pisa_jax.train.optimizer import make_optimizer
-from pisa_jax.train.state import create_train_state, init_variables
-from pisa_jax.train.step import make_eval_step, make_train_step
+from pisa_jax.train.config import preset
+from pisa_jax.train.state import create_train_state, init_model_variables, make_optimizer
+from pisa_jax.train.steps import make_eval_step, make_train_step
 
 MEAN, STD = NORMALIZATION["hara"]
 GLOBAL_BATCH = 8
+CONFIG = preset("smoke")  # float32, Hara normalisation, both modalities: what the steps read
+
+
+def adam(learning_rate, weight_decay):
+    return make_optimizer(CONFIG.replace(learning_rate=learning_rate, weight_decay=weight_decay))
 
 
 def tiny_model(dropout=0.0, bn_axis_name=None):
@@ -43,7 +48,7 @@ def replicate_n(tree, n):
 def _variables():
     batch = global_batch()
     video = prepare(batch, MEAN, STD, jnp.float32)["video"][:1]
-    return init_variables(tiny_model(), 0, video, jnp.asarray(batch["spectrogram"][:1]))
+    return init_model_variables(tiny_model(), 0, video, jnp.asarray(batch["spectrogram"][:1]))
 
 
 def fresh_state(tx):
@@ -52,8 +57,7 @@ def fresh_state(tx):
 
 def run_step(devices, tx, *, loss_weights=None, steps=1):
     model = tiny_model(bn_axis_name="batch")
-    step = make_train_step(model, tx, prepare, mean=MEAN, std=STD, dtype=jnp.float32,
-                           modalities=("visual", "aural"), loss_weights=loss_weights)
+    step = make_train_step(model, tx, CONFIG, loss_weights=loss_weights)
     state = replicate_n(fresh_state(tx), devices)
     for i in range(steps):
         state, metrics = step(state, shard(global_batch(seed=i), devices))
@@ -62,7 +66,7 @@ def run_step(devices, tx, *, loss_weights=None, steps=1):
 
 def test_four_devices_equal_one_device_on_the_global_batch():
     assert jax.local_device_count() >= 4
-    tx = make_optimizer("adam", 1e-2, 0.1)
+    tx = adam(1e-2, 0.1)
     one, m1 = run_step(1, tx, steps=2)
     four, m4 = run_step(4, tx, steps=2)
     # every replica identical
@@ -84,9 +88,8 @@ def test_multimodal_loss_moves_only_its_head_and_dropout_differs_per_device():
     leaves both backbones and the unimodal heads unchanged. The same sample on two devices:
     with equal dropout keys the pmean'd update would equal a one-device step on that sample
     (synced BN over two copies = BN over one), so the heads must differ."""
-    tx = make_optimizer("adam", 1e-2, 0.0)
-    step = make_train_step(tiny_model(dropout=0.5, bn_axis_name="batch"), tx, prepare, mean=MEAN,
-                           std=STD, dtype=jnp.float32, modalities=("visual", "aural"),
+    tx = adam(1e-2, 0.0)
+    step = make_train_step(tiny_model(dropout=0.5, bn_axis_name="batch"), tx, CONFIG,
                            loss_weights={"visual": 0.0, "aural": 0.0, "multimodal": 1.0})
     one = jax.tree_util.tree_map(lambda x: x[None, :1], global_batch())      # [1, 1, ...]
     two = jax.tree_util.tree_map(lambda x: np.concatenate([x, x]), one)      # [2, 1, ...]
@@ -107,10 +110,9 @@ def test_multimodal_loss_moves_only_its_head_and_dropout_differs_per_device():
 
 
 def test_eval_step_gathers_the_global_batch():
-    tx = make_optimizer("adam", 1e-3, 0.0)
+    tx = adam(1e-3, 0.0)
     state = fresh_state(tx)
-    step = make_eval_step(tiny_model(), prepare, mean=MEAN, std=STD, dtype=jnp.float32,
-                          modalities=("visual", "aural"))
+    step = make_eval_step(tiny_model(), CONFIG)
     variables = replicate_n({"params": state.params, "batch_stats": state.batch_stats}, 4)
     batch = global_batch()
     batch["mask"][-1] = False

@@ -17,11 +17,12 @@ import dataclasses
 
 import numpy as np
 
+from pisa_jax.media.spectrogram import SAMPLE_RATE
+
 WHITE_KEYS = 10                                   # C3 .. E4: few keys, so each is large
 HAND_KEYS = 5                                     # left hand keys 0-4, right hand 5-9
 SEMITONES = np.array([0, 2, 4, 5, 7, 9, 11])      # C D E F G A B
 HAS_BLACK_RIGHT = {0, 1, 3, 4, 5}                 # C#, D#, F#, G#, A# follow C, D, F, G, A
-SAMPLE_RATE = 44100
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,7 +13,7 @@ import tempfile
 
 import numpy as np
 
-from pisa_jax.data.media import ffmpeg_exe
+from pisa_jax.media.decode import ffmpeg_exe
 
 
 @functools.lru_cache(maxsize=1)

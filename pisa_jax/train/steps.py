@@ -1,32 +1,32 @@
-"""The pmap'd train and eval steps, written against the SkillModel contract.
+"""The pmap'd train and eval steps, and scoring a whole split with the eval step.
 
-Under pmap(axis_name="batch") every device holds a replica of the state and a slice of the
+Under pmap(axis_name=BATCH_AXIS) every device holds a replica of the state and a slice of the
 global batch. Gradients, BatchNorm statistics and metrics are averaged over the axis (the models
-also synchronise BatchNorm batch statistics in the forward pass via bn_axis_name="batch"), so all
+also synchronise BatchNorm batch statistics in the forward pass via bn_axis_name), so all
 replicas stay identical and one step equals a single-device step on the whole global batch.
+Both steps take the batch as the pipeline gives it (uint8 video) and normalise it on the device.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
-
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
 
-from pisa_jax.train.state import TrainState
+from pisa_jax.data.pipeline import BATCH_AXIS as AXIS
+from pisa_jax.data.pipeline import NORMALIZATION, eval_batches, prefetch_to_device, prepare_inputs
+from pisa_jax.train.config import TrainConfig
+from pisa_jax.train.distributed import unreplicate_to_host
+from pisa_jax.train.state import DTYPES, TrainState
 
-AXIS = "batch"
 HEADS = ("visual", "aural", "multimodal")
 
-# prepare(batch, mean, std, dtype) -> batch with float "video" [b, clips, T, H, W, 3] (normalised)
-# and float "spectrogram" [b, H, W] | [b, clips, H, W] in [0, 1]; runs on the device.
-Prepare = Callable[[dict, Any, Any, Any], dict]
 
-
-def primary_head(modalities) -> str:
-    """The head whose prediction counts: multimodal when both branches exist (the paper)."""
-    return "multimodal" if len(modalities) > 1 else modalities[0]
+def _prepare(batch: dict, config: TrainConfig) -> dict:
+    """uint8 video -> normalised float [b, clips, T, H, W, 3]; spectrogram -> [0, 1]."""
+    mean, std = NORMALIZATION[config.visual_stem]
+    return prepare_inputs(batch, mean, std, DTYPES[config.precision])
 
 
 def _model_inputs(batch: dict, modalities) -> tuple[Any, Any]:
@@ -57,8 +57,8 @@ def _reduced_metrics(logits, losses, labels, mask, loss_weights) -> dict[str, ja
     return metrics
 
 
-def make_train_step(model, tx: optax.GradientTransformation, prepare: Prepare, *, mean, std,
-                    dtype, modalities, loss_weights: dict[str, float] | None = None):
+def make_train_step(model, tx: optax.GradientTransformation, config: TrainConfig, *,
+                    loss_weights: dict[str, float] | None = None):
     """pmap'd (state, batch) -> (state, metrics); the state is donated.
 
     batch (per device): video uint8 [b, clips, T, H, W, 3], spectrogram [b, H, W] or
@@ -68,9 +68,10 @@ def make_train_step(model, tx: optax.GradientTransformation, prepare: Prepare, *
     weights = {h: 1.0 for h in HEADS}
     weights.update(loss_weights or {})
 
+    modalities = config.modalities
+
     def step(state: TrainState, batch: dict):
-        inputs = prepare(batch, mean, std, dtype)
-        video, spectrogram = _model_inputs(inputs, modalities)
+        video, spectrogram = _model_inputs(_prepare(batch, config), modalities)
         labels, mask = batch["label"], batch["mask"]
         # A different dropout mask on every step and on every device.
         rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), lax.axis_index(AXIS))
@@ -96,17 +97,37 @@ def make_train_step(model, tx: optax.GradientTransformation, prepare: Prepare, *
     return jax.pmap(step, axis_name=AXIS, donate_argnums=(0,))
 
 
-def make_eval_step(model, prepare: Prepare, *, mean, std, dtype, modalities):
+def make_eval_step(model, config: TrainConfig):
     """pmap'd (variables, batch) -> class probabilities of each head, labels and mask of the
     *global* batch ([global_devices, b, ...] on every device, gathered so that every host can
     score the whole test split)."""
 
     def step(variables: dict, batch: dict):
-        inputs = prepare(batch, mean, std, dtype)
-        video, spectrogram = _model_inputs(inputs, modalities)
+        video, spectrogram = _model_inputs(_prepare(batch, config), config.modalities)
         out = model.apply(variables, video, spectrogram, train=False)
         probs = {h: jax.nn.softmax(out["logits"][h].astype(jnp.float32), -1)
                  for h in HEADS if h in out["logits"]}
         return lax.all_gather({"probs": probs, "label": batch["label"], "mask": batch["mask"]}, AXIS)
 
     return jax.pmap(step, axis_name=AXIS)
+
+
+def predict_split(eval_step, variables, source, *, global_batch_size: int) -> tuple[dict, np.ndarray]:
+    """Class probabilities of each head for every sample of `source`, in order.
+
+    eval_step: from make_eval_step; variables: replicated {"params", "batch_stats"}.
+    Returns ({head: float [n, classes]}, labels int [n])."""
+    batches = eval_batches(source, global_batch_size=global_batch_size,
+                           num_local_devices=jax.local_device_count())
+    probs, labels = {}, []
+    for batch in prefetch_to_device(batches, size=2):
+        # every device holds the all-gathered global batch: read the first: [global_devices, b, ...]
+        out = unreplicate_to_host(eval_step(variables, batch))
+        keep = out["mask"].reshape(-1)
+        labels.append(out["label"].reshape(-1)[keep])
+        for head, p in out["probs"].items():
+            probs.setdefault(head, []).append(p.reshape(-1, p.shape[-1])[keep])
+    if not labels:
+        raise ValueError("the test split is empty")
+    return ({h: np.concatenate(v) for h, v in probs.items()},
+            np.concatenate(labels).astype(np.int64))

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from data_helpers import SR, coded_frames
-from pisa_jax.data import encode, media
-from pisa_jax.data.spectrogram import (frames_audio, frames_spectrogram, resize_bilinear,
+from pisa_jax.media import decode as media, encode
+from pisa_jax.media.spectrogram import (frames_audio, frames_spectrogram, resize_bilinear,
                                        sample_spectrogram)
 
 
@@ -68,7 +68,7 @@ def test_click_lands_in_its_columns(tmp_path, fps):
     audio[start:start + 64] = np.hanning(64)
     path = tmp_path / "click.mp4"
     encode.write_video(path, coded_frames(n), fps, audio, SR)
-    decoded = media.read_audio(path)
+    decoded = media.read_audio(path, SR)
     out = frames_spectrogram(decoded, SR, np.arange(first, first + frames), fps, size)
     column = int(np.argmax(out.mean(axis=0)))
     assert abs(column - (click_frame - first) / frames * size) <= 1.5

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pisa_jax.data.errors import MediaError
+from pisa_jax.errors import MediaError
 
 _CHANNELS = {"mono": 1, "stereo": 2, "2.1": 3, "3.0": 3, "quad": 4, "4.0": 4, "4.1": 5,
              "5.0": 5, "5.1": 6, "6.0": 6, "6.1": 7, "7.0": 7, "7.1": 8}
@@ -202,7 +202,7 @@ def read_image_frames(paths: Sequence[str | os.PathLike], size: int,
         return _stream_rgb(cmd, folder, size, np.arange(len(paths)), len(paths))
 
 
-def read_audio(path: str | os.PathLike, sample_rate: int = 44100, *, start_time: float = 0.0,
+def read_audio(path: str | os.PathLike, sample_rate: int, *, start_time: float = 0.0,
                duration: float | None = None) -> np.ndarray:
     """The first audio stream as float32 mono at `sample_rate` (channels averaged).
 

@@ -1,4 +1,4 @@
-"""Mel spectrograms of a sample's audio, as SPEC section 2 describes.
+"""Mel spectrograms of a sample's audio: the aural input of the model.
 
 Paper's layout (default): the audio of a sample's frames -> one mel spectrogram (STFT window
 2048, hop 512, 128 mel bands, librosa's defaults otherwise: centred frames, Hann window,
@@ -21,6 +21,7 @@ import functools
 
 import numpy as np
 
+SAMPLE_RATE = 44100        # Hz: every recording's audio is resampled to this before the STFT
 N_FFT = 2048
 HOP_LENGTH = 512
 N_MELS = 128

@@ -1,4 +1,5 @@
-"""Command-line flags of train.py: one flag per TrainConfig field, plus run-environment flags.
+"""The training command (train.py, `python -m pisa_jax.train`, `pisa-train`): one flag per
+TrainConfig field, plus run-environment flags.
 
 A preset (--preset, default "paper") sets the starting values; flags given explicitly override
 them. Run-environment flags (workdir, multi-host coordinates, --override_config) are not part of
@@ -8,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import types
 import typing
 from typing import Any, Sequence
 
-from pisa_jax.train.config import PRESETS, TrainConfig, TrainConfigError, preset
+from pisa_jax import cli
+from pisa_jax.train.config import PRESETS, TrainConfig, TrainConfigError, dataset_config_of, preset
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +50,7 @@ def _flag_kwargs(field: dataclasses.Field, hints: dict[str, Any]) -> dict[str, A
     shown = field.default
     if isinstance(shown, tuple):
         shown = ",".join(map(str, shown))
-    help_text = f"{field.metadata['help']} [paper: {shown}]"
+    help_text = f"{field.metadata['help']} [{'paper' if field.metadata['paper'] else 'default'}: {shown}]"
     if kind is bool:
         return dict(action=argparse.BooleanOptionalAction, help=help_text)
     if kind in (int, float):
@@ -64,19 +67,20 @@ def _flag_kwargs(field: dataclasses.Field, hints: dict[str, Any]) -> dict[str, A
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="train.py",
-        description="Train the audio-visual piano skill model (Zhao, Wang, Cai 2023) with "
-                    "data-parallel pmap over all devices; resumes from the workdir.",
+    parser = cli.argument_parser(
+        "train.py",
+        "Train the audio-visual piano skill model (Zhao, Wang, Cai 2023) with data-parallel "
+        "pmap over all devices; resumes from the workdir.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         argument_default=argparse.SUPPRESS)  # so we know which flags were given explicitly
     run = parser.add_argument_group("run")
     run.add_argument("--preset", default="paper", choices=sorted(PRESETS),
                      help="starting values: 'paper' (the paper's recipe), 'demo' (CPU demo on the "
                           "synthetic data, minutes), 'smoke' (tests)")
-    run.add_argument("--workdir", required=True,
+    run.add_argument("--workdir", default=None,
                      help="directory for checkpoints, config.json, metrics and reports; "
-                          "re-running the same command resumes from it")
+                          "re-running the same command resumes from it (default: "
+                          "runs/<visual>_<aural>_<dataset>, e.g. runs/r18_r18_synthetic_full)")
     run.add_argument("--override_config", action="store_true", default=False,
                      help="resume even if the workdir's config.json differs from these flags")
     multi = parser.add_argument_group("multi-host (leave unset on one machine; cluster "
@@ -102,6 +106,37 @@ def parse_args(argv: Sequence[str] | None = None) -> RunArgs:
         config = preset(ns["preset"], **overrides)
     except TrainConfigError as e:
         parser.error(str(e))
-    return RunArgs(config=config, workdir=ns["workdir"], override_config=ns["override_config"],
+    workdir = ns["workdir"]
+    if workdir is None:
+        workdir = default_workdir(config)
+    elif not workdir.strip():
+        parser.error("--workdir must not be empty")
+    return RunArgs(config=config, workdir=workdir, override_config=ns["override_config"],
                    coordinator_address=ns["coordinator_address"],
                    num_processes=ns["num_processes"], process_id=ns["process_id"])
+
+
+def default_workdir(config: TrainConfig) -> str:
+    """runs/<visual>_<aural>_<dataset>: e.g. runs/r18_r18_pisa_consecutive."""
+    branches = {"visual": f"r{config.depths[0]}", "aural": f"r{config.depths[1]}"}
+    model = "_".join(branches[m] for m in ("visual", "aural") if m in config.modalities)
+    return f"runs/{model}_{config.dataset}_{dataset_config_of(config)}"
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    # jax.distributed must start before anything else runs on a device.
+    from pisa_jax.train.distributed import initialize
+    initialize(args.coordinator_address, args.num_processes, args.process_id)
+    from pisa_jax.train.loop import Interrupted, train_and_evaluate
+    print(f"workdir: {args.workdir}", flush=True)
+    try:
+        train_and_evaluate(args.config, args.workdir, override_config=args.override_config)
+    except Interrupted as stop:
+        print(stop, file=sys.stderr)
+        return stop.exit_code
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli.run(_main, argv)

@@ -1,9 +1,11 @@
 """The synthetic dataset: deterministic, skill visible and audible, cached after one build."""
 import numpy as np
 
-from pisa_jax.data import annotations, media
-from pisa_jax.data.synthetic import SIZES, ensure_synthetic
-from pisa_jax.data.synthetic_render import SAMPLE_RATE, render_video, skill_parameters
+from data_builders.pisa import annotation_files as annotations
+from pisa_jax.media import decode as media
+from data_builders.pisa.build import ensure_synthetic
+from data_builders.pisa.synthetic import SIZES
+from data_builders.pisa.synthetic_render import SAMPLE_RATE, render_video, skill_parameters
 
 
 def render(level, seed=0, frames=30):
@@ -52,11 +54,11 @@ def test_tiny_dataset_is_built_once_and_reused(synthetic_tiny):
     again = ensure_synthetic(synthetic_tiny.data_dir, size="tiny")
     assert again.path == synthetic_tiny.path and info.stat().st_mtime_ns == stamp
     size = SIZES["tiny"]
-    splits = annotations.load_annotations(synthetic_tiny.source_dir / "annotations")
+    splits = annotations.load_annotations(synthetic_tiny.manual_dir / "annotations")
     assert (len(splits["train"]), len(splits["test"])) == (20, 10)
     train_ids = {s.video_id for s in splits["train"]}
     assert not train_ids & {s.video_id for s in splits["test"]}
-    video = synthetic_tiny.source_dir / "videos" / f"{min(train_ids)}.mp4"
+    video = synthetic_tiny.manual_dir / "videos" / f"{min(train_ids)}.mp4"
     info = media.probe(video)
     assert info.fps == size.fps and info.has_audio
     frames_per_sample = size.clips_per_sample * size.clip_length

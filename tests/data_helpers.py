@@ -2,8 +2,7 @@
 and PISA-schema annotation records for them."""
 import numpy as np
 
-
-SR = 44100
+from pisa_jax.media.spectrogram import SAMPLE_RATE as SR
 
 
 def coded_frames(n, height=48, width=64, box=None):
@@ -59,7 +58,7 @@ def records(video_id, level, fps, n_samples, frames_per_sample, song_level=1,
 def write_jpegs(folder, frames, extension="jpg"):
     """frames -> folder/0.jpg, 1.jpg, ... (unpadded names: natural order matters)."""
     import subprocess
-    from pisa_jax.data.media import ffmpeg_exe
+    from pisa_jax.media.decode import ffmpeg_exe
     folder.mkdir(parents=True, exist_ok=True)
     n, height, width, _ = frames.shape
     subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",

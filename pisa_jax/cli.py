@@ -1,0 +1,34 @@
+"""What every command of the project shares: its argument parser and its error handling.
+
+    def main(argv=None) -> int:
+        return cli.run(_main, argv)
+
+`run` turns a `UserError` into one line on stderr and exit status 1, and Ctrl-C into a short
+line and status 130, instead of a traceback. Parsers never accept abbreviated flags: with
+abbreviations `--lr -1` would silently mean `--lr_schedule -1`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from pisa_jax.errors import UserError
+
+
+def argument_parser(prog: str, description: str | None, **kwargs) -> argparse.ArgumentParser:
+    kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+    return argparse.ArgumentParser(prog=prog, description=description, allow_abbrev=False,
+                                   **kwargs)
+
+
+def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
+    """main(argv) -> exit status, with user errors as one line."""
+    try:
+        return int(main(argv) or 0)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,48 @@
+"""The errors a command-line user sees as one line (`error: <what>: <problem>`), never a traceback.
+
+Every command (train, evaluate, predict, convert, the dataset builder) runs through
+`pisa_jax.cli.run`, which prints any `UserError` as that one line and exits with status 1.
+Each package raises its own subclass; all of them name the file, flag or workdir at fault.
+"""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+
+
+def _natural(text: str) -> list:
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part)
+            for part in re.split(r"(\d+)", text) if part]
+
+
+class UserError(Exception):
+    """Input, config or workdir that cannot work; the message names what and why."""
+
+
+class DataError(UserError):
+    """One or more problems with input files; `problems` is a list of (path, problem)."""
+
+    def __init__(self, problems: Iterable[tuple[str | os.PathLike, str]], header: str = ""):
+        # Sorted (numbers by value: "record 2" before "record 10"), so that a build over several
+        # workers lists its problems in the same order every time.
+        self.problems = sorted(((os.fspath(path), problem) for path, problem in problems),
+                               key=lambda item: (_natural(item[0]), item[1]))
+        self.header = header or f"{len(self.problems)} problem(s) with the input data:"
+        lines = [self.header] + [f"  {path}: {problem}" for path, problem in self.problems]
+        super().__init__("\n".join(lines))
+
+    def __reduce__(self):  # exceptions cross process boundaries (builder workers)
+        return (DataError, (self.problems, self.header))
+
+
+class MediaError(DataError):
+    """A video, audio or image file that cannot be used, and why."""
+
+    def __init__(self, path: str | os.PathLike, problem: str):
+        self.path = os.fspath(path)
+        self.problem = problem
+        super().__init__([(path, problem)], header="bad media file:")
+
+    def __reduce__(self):
+        return (MediaError, (self.path, self.problem))
