@@ -6,6 +6,7 @@ import hashlib
 import sys
 from pathlib import Path
 
+from pisa_jax import cli
 from pisa_jax.convert.files import check_output_dir, load_weight_file, save_converted
 from pisa_jax.convert.state_dict import ConversionError, convert_state_dict
 from pisa_jax.models import C3D, ResNet2D, ResNet3D
@@ -52,9 +53,7 @@ def _sha256(path: Path) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     package_doc = sys.modules["pisa_jax.convert"].__doc__  # imported by now: we live in it
-    parser = argparse.ArgumentParser(prog="python -m pisa_jax.convert", description=package_doc,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     allow_abbrev=False)  # --num_class must not pass silently
+    parser = cli.argument_parser("python -m pisa_jax.convert", package_doc)
     parser.add_argument("--arch", required=True, choices=ARCHS)
     parser.add_argument("--source", required=True, choices=SOURCES,
                         help="whose layout the file has; for r3d also the stem of the model")
@@ -75,28 +74,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:  # every check that needs no weights comes first: a bad flag costs no conversion
-        model = arch_model(args.arch, args.source, in_channels=args.in_channels,
-                           num_classes=args.num_classes, conv1_t_stride=args.conv1_t_stride,
-                           base_width=args.base_width)
-        check_output_dir(args.output, overwrite=args.overwrite)
-        state_dict = load_weight_file(args.input)
-        variables, report = convert_state_dict(
-            state_dict, model, skip_mismatched=args.skip_mismatched,
-            strict=not args.allow_partial, source=args.input)
-        meta = {"format": 1, "arch": args.arch, "kind": type(model).__name__,
-                "depth": getattr(model, "depth", None), "source": args.source,
-                "stem": getattr(model, "stem", None),
-                "in_channels": args.in_channels if isinstance(model, ResNet2D) else 3,
-                "num_classes": args.num_classes, "conv1_t_stride": args.conv1_t_stride,
-                "base_width": args.base_width, "source_file": str(args.input),
-                "source_sha256": _sha256(args.input), "report": report.to_dict()}
-        save_converted(args.output, variables, meta, overwrite=args.overwrite)
-    except ConversionError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    # every check that needs no weights comes first: a bad flag costs no conversion
+    model = arch_model(args.arch, args.source, in_channels=args.in_channels,
+                       num_classes=args.num_classes, conv1_t_stride=args.conv1_t_stride,
+                       base_width=args.base_width)
+    check_output_dir(args.output, overwrite=args.overwrite)
+    state_dict = load_weight_file(args.input)
+    variables, report = convert_state_dict(
+        state_dict, model, skip_mismatched=args.skip_mismatched,
+        strict=not args.allow_partial, source=args.input)
+    meta = {"format": 1, "arch": args.arch, "kind": type(model).__name__,
+            "depth": getattr(model, "depth", None), "source": args.source,
+            "stem": getattr(model, "stem", None),
+            "in_channels": args.in_channels if isinstance(model, ResNet2D) else 3,
+            "num_classes": args.num_classes, "conv1_t_stride": args.conv1_t_stride,
+            "base_width": args.base_width, "source_file": str(args.input),
+            "source_sha256": _sha256(args.input), "report": report.to_dict()}
+    save_converted(args.output, variables, meta, overwrite=args.overwrite)
     print(report.format())
     print(f"wrote {args.output}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.run(_main, argv)

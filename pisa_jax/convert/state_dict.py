@@ -11,12 +11,13 @@ import numpy as np
 
 from pisa_jax.convert.table import (CLASSIFIERS, IGNORED_FIELDS, flax_path, layout_of, to_flax,
                                     torch_shape)
+from pisa_jax.errors import UserError
 from pisa_jax.models import C3D, ResNet2D, ResNet3D
 
 Model = ResNet3D | ResNet2D | C3D
 
 
-class ConversionError(Exception):
+class ConversionError(UserError):
     """A weight file or state dict that cannot become the requested model's weights."""
 
     def __init__(self, source: Any, problem: str):
