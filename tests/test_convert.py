@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+from flax import traverse_util
 
 from pisa_jax.convert import (ConversionError, clean_state_dict, convert_state_dict,
                               load_converted, load_weight_file, main, save_converted)
@@ -146,10 +147,8 @@ def test_safetensors_and_checkpoint_round_trip(tmp_path, torch_reference):
         load_converted(tmp_path / "out")
 
 
-def _flat(tree, prefix=()):
-    if isinstance(tree, dict):
-        return {k: v for key, sub in tree.items() for k, v in _flat(sub, prefix + (key,)).items()}
-    return {prefix: tree}
+def _flat(tree):
+    return traverse_util.flatten_dict(tree)
 
 
 def test_cli_converts_imagenet_resnet18_for_the_aural_branch(r2d18_file, tmp_path, capsys):

@@ -8,6 +8,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from flax import traverse_util
 
 from pisa_jax.convert.table import (CLASSIFIERS, IGNORED_FIELDS, flax_path, layout_of, to_flax,
                                     torch_shape)
@@ -81,9 +82,8 @@ def init_arch_variables(model: Model, rng=None) -> dict:
 
 
 def _flatten(tree: Mapping) -> dict[tuple[str, ...], Any]:
-    """{(collection, *modules, leaf name): leaf} of a variables tree, in the tree's order."""
-    return {tuple(k.key for k in path): leaf
-            for path, leaf in jax.tree_util.tree_flatten_with_path(dict(tree))[0]}
+    """{(collection, *modules, leaf name): leaf} of a variables tree."""
+    return traverse_util.flatten_dict(dict(tree))
 
 
 def convert_state_dict(state_dict: Mapping[str, Any], model: Model, *,
