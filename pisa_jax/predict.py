@@ -3,8 +3,9 @@
     python -m pisa_jax.predict VIDEO --workdir runs/r18 [--checkpoint best] [--crop x1,y1,x2,y2]
 
 The recording is cut the way the dataset builder cuts PISA's `consecutive` samples (sample j is
-frames [j * F, (j + 1) * F) with F = clips x clip_length, 160 at the paper's shapes) and each
-sample is decoded by the builder's own code (`data_builders.pisa.extract`): frames resized to the
+frames [j * F, (j + 1) * F) with F = clips x clip_length, 160 at the paper's shapes, and 160 for
+a run trained on a *_demo config, whose clips keep 16 of them) and each sample is decoded by the
+builder's own code (`data_builders.pisa.extract`): frames resized to the
 run's image size after the optional crop box, the audio of the same frames turned into the run's
 spectrogram layout, after the builder's checks (decodable, audio present and long enough). Each
 sample gets a level from the run's eval step; the recording's level is the argmax of the
@@ -39,7 +40,7 @@ def cut_samples(path: str, spec, *, crop=None, aural: bool = True) -> dict:
     if not os.path.isfile(path):
         raise PredictError(f"{path}: no such file")
     info = decode.probe(path)
-    per_sample = spec.clips * spec.clip_length
+    per_sample = spec.annotated_frames or spec.clips * spec.clip_length  # frames one sample spans
     count = info.num_frames // per_sample
     if count == 0:
         raise PredictError(f"{path}: too short: {info.num_frames} frames ({info.duration_s:.1f} s); "

@@ -52,3 +52,22 @@ def test_unusable_recordings_are_clear_errors(smoke_run, tmp_path, capsys):
     write_video(tmp_path / "silent.mp4", np.zeros((40, 32, 32, 3), np.uint8), 15.0)
     assert main([str(tmp_path / "silent.mp4"), "--workdir", str(workdir)]) == 1
     assert "silent.mp4: has no audio stream" in capsys.readouterr().err
+
+
+def test_a_run_on_a_demo_config_cuts_recordings_as_that_config_stores_samples(
+        tmp_path, write_coded_video, write_annotations):
+    from data_builders.pisa.build import build_dataset, make_config
+    from data_helpers import records
+    video = write_coded_video(tmp_path / "videos" / "1.mp4", 322, 30)
+    annotations = write_annotations(tmp_path / "own.json", {"train": records(1, 3, 30.0, 2, 160)})
+    built = build_dataset(make_config("consecutive_demo", annotations), tmp_path / "videos",
+                          tmp_path / "data", num_workers=1)
+    stored = open_dataset(built.path.parent.name, tmp_path / "data", test_split="train")
+    spec = InputSpec.of_dataset(stored)       # what training saves as inputs.json
+    assert spec.annotated_frames == 160
+    cut = cut_samples(str(video), spec)
+    assert len(cut["samples"]) == 2 and cut["seconds"][1].tolist() == pytest.approx([160 / 30, 320 / 30])
+    for sample in (stored.train[i] for i in range(2)):
+        j = int(sample["sample_idx"])
+        np.testing.assert_array_equal(cut["samples"][j]["video"], sample["video"])
+        np.testing.assert_array_equal(cut["samples"][j]["spectrogram"], sample["spectrogram"])

@@ -54,10 +54,57 @@ class PisaConfig(tfds.core.BuilderConfig):
     spectrogram_per_clip: bool = False   # True: Parmar's one spectrogram per clip
     annotations: str | None = None       # None: PISA's shipped annotations; relative: in manual_dir
     split_by: str = "official"           # or "source": no YouTube recording in both splits
+    # Frames of an annotated sample, when a stored sample keeps fewer of them (the *_demo
+    # configs: 160 -> 2 clips x 8, extract.select_frames); None: every annotated frame is stored.
+    annotated_frames: int | None = None
 
     def layout(self) -> extract.Layout:
         return extract.Layout(self.image_size, self.clips_per_sample, self.clip_length,
                               self.spectrogram_size, self.spectrogram_per_clip)
+
+    @property
+    def frames_per_annotation(self) -> int:
+        return self.annotated_frames or self.clips_per_sample * self.clip_length
+
+
+# Smaller stored samples of PISA-layout videos, for training without an accelerator: config
+# <name>_<size> for every PISA config. "demo" has the synthetic demo's shapes (2 clips x 8
+# frames of 32x32, 32x32 spectrograms), so the demo preset's recipe trains on it as it is.
+SMALL_SIZES = {"demo": SYNTHETIC_SIZES["demo"]}
+
+
+def resized_config(config: PisaConfig, *, clips_per_sample: int, clip_length: int,
+                   image_size: int, spectrogram_size: int, name: str | None = None) -> PisaConfig:
+    """`config` storing samples of another shape: the same annotations and the same seconds of
+    audio, `clips_per_sample` x `clip_length` frames kept from each annotated sample
+    (extract.select_frames). Default name: <config>_<clips>x<length>_<size>px_<size>spec."""
+    frames = config.frames_per_annotation
+    shape = dict(clips_per_sample=clips_per_sample, clip_length=clip_length,
+                 image_size=image_size, spectrogram_size=spectrogram_size)
+    problems = [(f"--{key}", f"{value}: expected an integer >= 1") for key, value in shape.items()
+                if not isinstance(value, int) or value < 1]
+    if not problems and (frames % clips_per_sample or frames // clips_per_sample < clip_length):
+        problems.append((f"--clips_per_sample {clips_per_sample} --clip_length {clip_length}",
+                         f"cannot be kept from config {config.name}'s {frames}-frame samples "
+                         f"(the clips must divide them into parts of at least {clip_length})"))
+    if problems:
+        raise DataError(problems, header="the sample shape does not fit:")
+    name = name or (f"{config.name}_{clips_per_sample}x{clip_length}_{image_size}px_"
+                    f"{spectrogram_size}spec")
+    return dataclasses.replace(
+        config, name=name, annotated_frames=frames, **shape,
+        description=f"{config.description} Stored smaller: {clips_per_sample} clips x "
+                    f"{clip_length} frames spread over each {frames}-frame sample, "
+                    f"{image_size}x{image_size}, spectrogram {spectrogram_size}x"
+                    f"{spectrogram_size} of the whole sample.")
+
+
+def small_config(config: PisaConfig, size: str) -> PisaConfig:
+    """`config` at a named small size: config <name>_<size> (consecutive_demo ...)."""
+    shape = SMALL_SIZES[size]
+    return resized_config(config, clips_per_sample=shape.clips_per_sample,
+                          clip_length=shape.clip_length, image_size=shape.image_size,
+                          spectrogram_size=shape.spectrogram_size, name=f"{config.name}_{size}")
 
 
 def _configs() -> list[PisaConfig]:
@@ -71,6 +118,7 @@ def _configs() -> list[PisaConfig]:
             PisaConfig(name=f"{sampling}_by_source", sampling=sampling, split_by="source",
                        description=f"Paper layout, {sampling}, split by YouTube recording."),
         ]
+    configs += [small_config(config, size) for size in SMALL_SIZES for config in list(configs)]
     for size, shape in SYNTHETIC_SIZES.items():  # rendered into manual_dir by ensure_synthetic
         configs.append(PisaConfig(
             name=synthetic_config_name(size), sampling="consecutive",
@@ -118,7 +166,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 "sampling": c.sampling, "image_size": c.image_size,
                 "clips_per_sample": c.clips_per_sample, "clip_length": c.clip_length,
                 "spectrogram_size": c.spectrogram_size,
-                "spectrogram_per_clip": c.spectrogram_per_clip, "split_by": c.split_by}),
+                "spectrogram_per_clip": c.spectrogram_per_clip, "split_by": c.split_by,
+                "annotated_frames": c.frames_per_annotation}),
         )
 
     def _annotations_path(self, manual_dir: str) -> str | None:
@@ -131,10 +180,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         c = self.builder_config
         annotations = self._annotations_path(manual_dir)
         splits = annotation_files.load_annotations(annotations, c.sampling)
-        frames = c.clips_per_sample * c.clip_length
+        frames = c.frames_per_annotation
         source = annotations or annotation_files.shipped_annotations_dir()
+        shape = f"{c.clips_per_sample} clips x {c.clip_length}" + (
+            f", kept from each sample's {frames}" if c.annotated_frames else "")
         wrong = [(source, f"sample {s.key} has {s.frames.size} frames, config {c.name} needs "
-                  f"{frames} ({c.clips_per_sample} clips x {c.clip_length})")
+                  f"{frames} ({shape})")
                  for ss in splits.values() for s in ss if s.frames.size != frames]
         if wrong:
             raise DataError(wrong, header="annotations do not fit the config:")

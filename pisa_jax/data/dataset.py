@@ -91,6 +91,7 @@ class Dataset:
     image_size: int
     spectrogram_shape: tuple[int, ...]    # (F, F) or (clips, F, F)
     num_classes: int = NUM_CLASSES
+    annotated_frames: int | None = None   # recording frames a sample spans, if more than stored
 
 
 def _open(builder, splits: dict[str, str], cache: bool | None) -> Dataset:
@@ -107,8 +108,10 @@ def _open(builder, splits: dict[str, str], cache: bool | None) -> Dataset:
     except ValueError as error:  # a malformed slice such as "train[:x]"
         raise DataError([(path, f"cannot read splits {sorted(splits.values())}: {error}")]) from None
     spec = tuple(builder.info.features["spectrogram"].shape)
+    annotated = int(meta.get("annotated_frames", clips * length))  # absent before small configs
     return Dataset(path, sources["train"], sources["test"], clips, length,
-                   int(meta["image_size"]), spec)
+                   int(meta["image_size"]), spec,
+                   annotated_frames=annotated if annotated != clips * length else None)
 
 
 def open_path(path: str | os.PathLike, *, train_split: str = "train", test_split: str = "test",

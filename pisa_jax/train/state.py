@@ -46,13 +46,17 @@ class InputSpec:
     image_size: int
     spectrogram_shape: tuple[int, ...]   # [H, W] (one per sample) or [clips, H, W]
     num_classes: int
+    # Frames of the recording one sample spans when the clips keep only some of them (the
+    # builder's *_demo configs: 160); None: clips * clip_length consecutive frames.
+    annotated_frames: int | None = None
 
     @classmethod
     def of_dataset(cls, dataset) -> "InputSpec":
         return cls(clips=int(dataset.clips_per_sample), clip_length=int(dataset.clip_length),
                    image_size=int(dataset.image_size),
                    spectrogram_shape=tuple(int(s) for s in dataset.spectrogram_shape),
-                   num_classes=int(dataset.num_classes))
+                   num_classes=int(dataset.num_classes),
+                   annotated_frames=dataset.annotated_frames)
 
     def save(self, workdir: str | Path) -> None:
         values = dataclasses.asdict(self)

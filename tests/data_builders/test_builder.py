@@ -89,3 +89,68 @@ def test_command_line(tmp_path, write_coded_video, write_annotations, capsys):
     sample = open_path(tmp_path / "d" / "pisa" / "consecutive_own" / "1.0.0").train[0]
     assert sample["video"].shape == (10, 16, 112, 112, 3)
     assert sample["spectrogram"].shape == (224, 224)
+
+
+def _two_videos_of_160_frame_samples(tmp_path, write_coded_video, write_annotations):
+    """Videos 1 (train, 2 samples) and 2 (test, 1 sample) with PISA-length samples."""
+    write_coded_video(tmp_path / "videos" / "1.mp4", 322, 30)
+    write_coded_video(tmp_path / "videos" / "2.mp4", 162, 30)
+    return write_annotations(tmp_path / "own.json", {
+        "train": records(1, 3, 30.0, 2, 160), "test": records(2, 8, 30.0, 1, 160)})
+
+
+def test_demo_config_keeps_two_clips_of_eight_and_the_whole_sample_s_sound(
+        tmp_path, write_coded_video, write_annotations, capsys):
+    from pisa_jax.data.dataset import open_dataset
+    from pisa_jax.media import decode
+    from pisa_jax.media.spectrogram import frames_spectrogram
+    path = _two_videos_of_160_frame_samples(tmp_path, write_coded_video, write_annotations)
+    assert main(["--manual_dir", str(tmp_path / "videos"), "--data_dir", str(tmp_path / "d"),
+                 "--config", "consecutive_demo", "--annotations", path,
+                 "--num_workers", "1"]) == 0
+    assert "pisa/consecutive_demo_own/1.0.0" in capsys.readouterr().out
+    ds = open_dataset("consecutive_demo_own", tmp_path / "d")   # as training opens it
+    assert (ds.clips_per_sample, ds.clip_length, ds.image_size, ds.spectrogram_shape,
+            ds.annotated_frames) == (2, 8, 32, (32, 32), 160)
+    audio = decode.read_audio(tmp_path / "videos" / "1.mp4", SR)
+    for key, sample in by_key(ds.train).items():
+        first = 160 * int(key.split("_")[1])
+        assert sample["video"].shape == (2, 8, 32, 32, 3)
+        # every 10th frame, at the centre of each tenth of the sample (codes count mod 256)
+        np.testing.assert_array_equal(read_codes(sample["video"].reshape(-1, 32, 32, 3)),
+                                      (first + np.arange(5, 160, 10)) % 256)
+        # the spectrogram hears all 160 frames (5.3 s), not only the 16 kept
+        expected = frames_spectrogram(audio, SR, np.arange(first, first + 160), 30.0, 32)
+        np.testing.assert_allclose(sample["spectrogram"], expected, atol=1e-3)
+
+
+def test_own_sample_shape_from_flags_and_shapes_that_do_not_fit(
+        tmp_path, write_coded_video, write_annotations, capsys):
+    path = _two_videos_of_160_frame_samples(tmp_path, write_coded_video, write_annotations)
+    common = ["--manual_dir", str(tmp_path / "videos"), "--data_dir", str(tmp_path / "d"),
+              "--annotations", path, "--num_workers", "1"]
+    assert main(common + ["--config", "parmar_consecutive", "--clips_per_sample", "4",
+                          "--clip_length", "4", "--image_size", "16",
+                          "--spectrogram_size", "24"]) == 0
+    name = "parmar_consecutive_own_4x4_16px_24spec"
+    assert f"pisa/{name}/1.0.0" in capsys.readouterr().out
+    sample = open_path(tmp_path / "d" / "pisa" / name / "1.0.0").test[0]
+    assert sample["video"].shape == (4, 4, 16, 16, 3)
+    assert sample["spectrogram"].shape == (4, 24, 24)       # one per clip: a quarter each
+    np.testing.assert_array_equal(read_codes(sample["video"].reshape(-1, 16, 16, 3)),
+                                  np.arange(5, 160, 10))
+    assert main(common + ["--clips_per_sample", "3"]) == 1
+    err = capsys.readouterr().err
+    assert "--clips_per_sample 3 --clip_length 16: cannot be kept from config consecutive_own's " \
+           "160-frame samples" in err and "Traceback" not in err
+    assert not (tmp_path / "d" / "pisa" / "consecutive_own_3x16_112px_224spec").exists()
+
+
+def test_help_lists_every_registered_config(capsys):
+    from data_builders.pisa import Builder
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for config in Builder.BUILDER_CONFIGS:
+        assert f"\n  {config.name} " in out
+    assert " 2 x 8  @  32px  32        Paper layout: one spectrogram per sample, consecutive" in out
