@@ -44,8 +44,9 @@ class TrainConfig:
                           "'pisa' (built from your downloaded videos)", paper=False)
     dataset_config: str | None = _field(None, "dataset config: for synthetic its size (demo, full = "
                                         "the paper's shapes, tiny); for pisa the builder config "
-                                        "(consecutive, unidist, parmar_consecutive ...); None = "
-                                        "full for synthetic, consecutive for pisa", paper=False)
+                                        "(consecutive, unidist, parmar_consecutive ...; "
+                                        "consecutive_demo ... for CPUs); None = full for "
+                                        "synthetic, consecutive for pisa", paper=False)
     data_dir: str | None = _field(None, "TFDS data directory (None = $TFDS_DATA_DIR or "
                                   "~/tensorflow_datasets)", paper=False)
     train_subset: int = _field(0, "use only the first N training samples (0 = all); for quick "
@@ -61,26 +62,30 @@ class TrainConfig:
     visual_stem: str = _field("hara", "3D ResNet stem: 'hara' (Hara et al. KM weights) or "
                               "'torchvision' (r3d_18 weights); also picks the input normalisation")
     conv1_t_stride: int = _field(1, "temporal stride of the 3D conv1 (Hara's weights: 1; the "
-                                 "paper's Table 2 prints 2)")
+                                 "paper's Table 2 prints 2)", paper=False)
     base_width: int = _field(64, "channels of the first ResNet stage (64 = the real nets; smaller "
                              "only for CPU demos and tests)")
     hidden: int = _field(128, "width of the hidden linear layer of each head")
     dropout: float = _field(0.5, "dropout rate on the heads' linear layers")
     visual_init: str | None = _field(None, "directory of converted visual backbone weights "
-                                     "(python -m pisa_jax.convert ...); None = random init")
-    aural_init: str | None = _field(None, "directory of converted aural backbone weights; None = random")
-    precision: str = _field("float32", "compute dtype: float32 or bfloat16 (params stay float32)")
+                                     "(python -m pisa_jax.convert ...; the paper starts from "
+                                     "Hara's Kinetics+MiT weights); None = random init",
+                                     paper=False)
+    aural_init: str | None = _field(None, "directory of converted aural backbone weights (the "
+                                    "paper starts from ImageNet's); None = random", paper=False)
+    precision: str = _field("float32", "compute dtype: float32 or bfloat16 (params stay float32)",
+                            paper=False)
     # --- optimisation
     optimizer: str = _field("adam", "'adam' = torch Adam with coupled L2 weight decay (the paper); "
                             "'adamw' = decoupled weight decay")
     learning_rate: float = _field(1e-4, "learning rate (peak value of a decaying schedule)")
-    lr_schedule: str = _field("constant", "'constant' (the paper) or 'cosine' (decays to 0 "
-                              "over the run)")
+    lr_schedule: str = _field("constant", "'constant' (the paper names only the initial rate) "
+                              "or 'cosine' (decays to 0 over the run)", paper=False)
     weight_decay: float = _field(0.1, "weight decay (L2 coefficient for adam, decoupled for adamw)")
     batch_size: int = _field(4, "global batch size in samples, over all devices and hosts "
                              "(must divide evenly by the device count)")
     epochs: int = _field(100, "training epochs")
-    seed: int = _field(0, "seed of initialisation, dropout and the data order")
+    seed: int = _field(0, "seed of initialisation, dropout and the data order", paper=False)
     # --- bookkeeping (does not change the maths)
     eval_every_epochs: int = _field(1, "evaluate on the test split every N epochs (and at the end)",
                                     paper=False)

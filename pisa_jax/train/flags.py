@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--preset", default="paper", choices=sorted(PRESETS),
                      help="starting values: 'paper' (the paper's recipe), 'demo' (CPU demo on the "
                           "synthetic data, minutes), 'smoke' (tests)")
-    run.add_argument("--workdir", default=None,
+    run.add_argument("--workdir",  # no default in the namespace: the help names the real one
                      help="directory for checkpoints, config.json, metrics and reports; "
                           "re-running the same command resumes from it (default: "
                           "runs/<visual>_<aural>_<dataset>, e.g. runs/r18_r18_synthetic_full)")
@@ -106,7 +106,7 @@ def parse_args(argv: Sequence[str] | None = None) -> RunArgs:
         config = preset(ns["preset"], **overrides)
     except TrainConfigError as e:
         parser.error(str(e))
-    workdir = ns["workdir"]
+    workdir = ns.get("workdir")
     if workdir is None:
         workdir = default_workdir(config)
     elif not workdir.strip():

@@ -24,7 +24,7 @@ import jax
 from pisa_jax.data.dataset import Dataset, open_dataset
 from pisa_jax.data.pipeline import prefetch_to_device, steps_per_epoch, train_batches
 from pisa_jax.errors import UserError
-from pisa_jax.train import reports
+from pisa_jax.train import pace, reports
 from pisa_jax.train.checkpoints import Checkpoints
 from pisa_jax.train.config import (CONFIG_FILE, ConfigMismatchError, TrainConfig,
                                    TrainConfigError, builder_config_of, config_differences,
@@ -113,6 +113,7 @@ class Session:
     best: Best = Best()
     on_step: Callable[[int], None] | None = None
     stop_signal: int | None = None     # set by SIGTERM / SIGINT: stop at the next step
+    clock: pace.StepClock | None = None  # times the first steps: the CPU estimate
 
     def save_latest(self) -> None:
         self.checkpoints.save_latest(unreplicate_to_host(self.rstate),
@@ -138,6 +139,9 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path, *, override_con
     check_workdir_config(config, workdir, override=override_config)
     _log(f"pisa-jax training in {workdir} on {jax.device_count()} {jax.devices()[0].platform} "
          f"device(s), {jax.process_count()} process(es); config:\n{format_config(config)}")
+    note = pace.start_note(config, jax.default_backend())
+    if note:
+        _log(note)
 
     dataset = dataset if dataset is not None else open_training_data(config)
     spe = steps_per_epoch(len(dataset.train), config.batch_size)
@@ -165,6 +169,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path, *, override_con
     session = Session(run, workdir, checkpoints, log, make_train_step(run.model, run.tx, config),
                       make_eval_step(run.eval_model, config), replicate(state), step, spe, best,
                       on_step)
+    session.clock = pace.StepClock(spe, spe * config.epochs - step, jax.default_backend())
     del state
     results = None
     try:
@@ -233,6 +238,9 @@ def _train_epoch(session: Session, source, epoch: int) -> None:
         for k, v in values.items():
             sums[k] = sums.get(k, 0.0) + v
         count += 1
+        estimate = session.clock.observe(at_step) if session.clock is not None else None
+        if estimate:
+            _log("\n" + estimate)
         samples_per_s = count * config.batch_size / (time.perf_counter() - start)
         bar.set_postfix(loss=f"{values['loss']:.3f}",
                         acc=f"{100 * values['accuracy_' + run.primary]:.1f}%",
