@@ -10,6 +10,7 @@ abbreviations `--lr -1` would silently mean `--lr_schedule -1`.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -17,7 +18,12 @@ from pisa_jax.errors import UserError
 
 
 def argument_parser(prog: str, description: str | None, **kwargs) -> argparse.ArgumentParser:
+    """prog: how the command is run from the source tree (train.py, python -m ...); an installed
+    command (pisa-train, pisa-build ...) names itself instead."""
     kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+    invoked = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if invoked.startswith("pisa-"):
+        prog = invoked
     return argparse.ArgumentParser(prog=prog, description=description, allow_abbrev=False,
                                    **kwargs)
 
