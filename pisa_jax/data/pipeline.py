@@ -3,7 +3,8 @@ prefetching to the devices, and on-device normalisation.
 
 Every batch is a dict of numpy arrays with a leading [local devices, per-device batch] pair:
     video uint8 [D, b, clips, T, H, W, 3], spectrogram (stored dtype) [D, b, H, W] or
-    [D, b, clips, H, W], label int32 [D, b], mask bool [D, b].
+    [D, b, clips, H, W], label int32 [D, b], video_id int32 [D, b] (the recording a sample is
+    cut from, -1 for samples that carry none), mask bool [D, b].
 The global batch is split across hosts: host p takes rows [p * G/P, (p+1) * G/P) of it.
 
     ds = open_dataset("synthetic_demo")
@@ -26,16 +27,19 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 
 from pisa_jax.data.dataset import SampleSource
+from pisa_jax.models import c3d
 
 # The device axis of every batch: the pmap axis of the steps, and the mesh axis that batches
 # and replicated states are placed on (one name, so that pmap sees the sharding it produces).
 BATCH_AXIS = "batch"
 
 # Mean / std (RGB, for pixels scaled to [0, 1]) of the data the pretrained checkpoints were
-# trained on: Hara's Kinetics + Moments-in-Time models, and torchvision's Kinetics models.
+# trained on: Hara's Kinetics + Moments-in-Time models, and torchvision's Kinetics models; C3D's
+# are those of Parmar's C3D baseline (ImageNet's), whose figure we compare with.
 NORMALIZATION = {
     "hara": ((0.4345, 0.4051, 0.3775), (0.2768, 0.2713, 0.2737)),
     "torchvision": ((0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989)),
+    "c3d": (c3d.INPUT_MEAN, c3d.INPUT_STD),
 }
 
 
@@ -82,6 +86,7 @@ def _assemble(source: SampleSource, rows: np.ndarray, flips: np.ndarray | None,
     video = np.empty((len(rows), *first["video"].shape), np.uint8)
     spectrogram = np.empty((len(rows), *first["spectrogram"].shape), first["spectrogram"].dtype)
     label = np.empty(len(rows), np.int32)
+    video_id = np.empty(len(rows), np.int32)
 
     def fill(i: int) -> None:  # in reader threads: numpy copies release the GIL
         sample = first if i == 0 else source[rows[i]]  # row 0 was read to size the arrays
@@ -91,9 +96,11 @@ def _assemble(source: SampleSource, rows: np.ndarray, flips: np.ndarray | None,
             video[i] = sample["video"]
         spectrogram[i] = sample["spectrogram"]
         label[i] = sample["label"]
+        video_id[i] = sample.get("video_id", -1)
 
     list(_readers().map(fill, range(len(rows))))
-    batch = {"video": video, "spectrogram": spectrogram, "label": label, "mask": mask}
+    batch = {"video": video, "spectrogram": spectrogram, "label": label, "video_id": video_id,
+             "mask": mask}
     per_device = len(rows) // num_devices
     return {k: v.reshape(num_devices, per_device, *v.shape[1:]) for k, v in batch.items()}
 

@@ -1,7 +1,8 @@
 """The audio-visual skill model (Zhao, Wang, Cai 2023): two backbones, three heads.
 
-- Visual: the 3D ResNet runs on every clip of a sample; the clip features are averaged
-  (the paper's Algorithm 3).
+- Visual: the 3D ResNet (or C3D, the backbone of Parmar's baseline: `visual_backbone="c3d"`)
+  runs on every clip of a sample; the clip features are averaged (the paper's Algorithm 3).
+  C3D's fc6 input size depends on the clip shape, which it takes from the video it is given.
 - Aural: the 2D ResNet runs on one spectrogram per sample (the paper) or one per clip (Parmar's
   layout), whose features are averaged likewise.
 - Heads: visual on f_v, aural on f_a, multimodal on concat(f_v, f_a) (Algorithm 2), each
@@ -20,10 +21,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from pisa_jax.models.c3d import C3D
 from pisa_jax.models.resnet2d import ResNet2D
 from pisa_jax.models.resnet3d import ResNet3D
 
 MODALITIES = ("visual", "aural")
+VISUAL_BACKBONES = ("resnet3d", "c3d")
 
 
 class ClassifierHead(nn.Module):
@@ -44,7 +47,9 @@ class ClassifierHead(nn.Module):
 
 class SkillModel(nn.Module):
     """See the module docstring. Submodules: visual_backbone, aural_backbone, visual_head,
-    aural_head, multimodal_head (those the modalities need). Dropout uses the "dropout" rng."""
+    aural_head, multimodal_head (those the modalities need). Dropout uses the "dropout" rng.
+    visual_depth, visual_stem and conv1_t_stride describe the 3D ResNet: C3D has none of them."""
+    visual_backbone: str = "resnet3d"
     visual_depth: int = 18
     aural_depth: int = 18
     num_classes: int = 10
@@ -62,6 +67,9 @@ class SkillModel(nn.Module):
         if not mods or len(set(mods)) != len(mods) or not set(mods) <= set(MODALITIES):
             raise ValueError(f"SkillModel: modalities {self.modalities!r} must be a non-empty "
                              f"subset of {MODALITIES} without repeats")
+        if self.visual_backbone not in VISUAL_BACKBONES:
+            raise ValueError(f"SkillModel: visual_backbone {self.visual_backbone!r} not supported; "
+                             f"choose one of {VISUAL_BACKBONES}")
         super().__post_init__()
 
     @nn.compact
@@ -75,10 +83,14 @@ class SkillModel(nn.Module):
             if video is None or video.ndim != 6:
                 raise ValueError("SkillModel: video must be [B, clips, T, H, W, 3], got "
                                  f"{None if video is None else video.shape}")
-            backbone = ResNet3D(self.visual_depth, None, stem=self.visual_stem,
-                                conv1_t_stride=self.conv1_t_stride, base_width=self.base_width,
-                                dtype=self.dtype, bn_axis_name=self.bn_axis_name,
-                                name="visual_backbone")
+            if self.visual_backbone == "c3d":  # no BatchNorm; dropout only after fc6/fc7
+                backbone = C3D(None, base_width=self.base_width, clip_shape=tuple(video.shape[2:5]),
+                               dtype=self.dtype, name="visual_backbone")
+            else:
+                backbone = ResNet3D(self.visual_depth, None, stem=self.visual_stem,
+                                    conv1_t_stride=self.conv1_t_stride,
+                                    base_width=self.base_width, dtype=self.dtype,
+                                    bn_axis_name=self.bn_axis_name, name="visual_backbone")
             features["visual"] = _mean_over_clips(backbone, video, train)
         if "aural" in self.modalities:
             if spectrogram is None or spectrogram.ndim not in (3, 4):

@@ -55,14 +55,20 @@ class TrainConfig:
                               paper=False)
     flip: bool = _field(True, "random horizontal flip per training sample")
     # --- model
+    visual_backbone: str = _field("resnet3d", "visual backbone: 'resnet3d' (the paper's) or 'c3d' "
+                                  "(Parmar's baseline of Table 6; needs clips of >= 16 frames "
+                                  "of >= 16x16, its own input normalisation)")
     depths: tuple[int, int] = _field((18, 18), "visual 3D ResNet depth, aural 2D ResNet depth "
-                                     "(each 18, 34 or 50), e.g. 18,18")
+                                     "(each 18, 34 or 50), e.g. 18,18; the visual depth is "
+                                     "unused with visual_backbone c3d")
     modalities: tuple[str, ...] = _field(("visual", "aural"), "branches to build: visual,aural "
                                          "(multimodal head when both), or just one")
     visual_stem: str = _field("hara", "3D ResNet stem: 'hara' (Hara et al. KM weights) or "
-                              "'torchvision' (r3d_18 weights); also picks the input normalisation")
-    conv1_t_stride: int = _field(1, "temporal stride of the 3D conv1 (Hara's weights: 1; the "
-                                 "paper's Table 2 prints 2)", paper=False)
+                              "'torchvision' (r3d_18 weights); also picks the input normalisation "
+                              "(unused with visual_backbone c3d)")
+    conv1_t_stride: int = _field(1, "temporal stride of the 3D ResNet's conv1 (Hara's weights: 1; "
+                                 "the paper's Table 2 prints 2; unused with visual_backbone c3d)",
+                                 paper=False)
     base_width: int = _field(64, "channels of the first ResNet stage (64 = the real nets; smaller "
                              "only for CPU demos and tests)")
     hidden: int = _field(128, "width of the hidden linear layer of each head")
@@ -124,7 +130,7 @@ def _one_of(name: str, value, allowed) -> list[str]:
 
 def validate(c: TrainConfig) -> None:
     """Reject values that cannot work, naming the field."""
-    from pisa_jax.models import AURAL_DEPTHS, MODALITIES, STEMS, VISUAL_DEPTHS
+    from pisa_jax.models import AURAL_DEPTHS, MODALITIES, STEMS, VISUAL_BACKBONES, VISUAL_DEPTHS
     problems = _one_of("dataset", c.dataset, DATASETS)
     if c.dataset == "synthetic" and c.dataset_config is not None:
         problems += _one_of("dataset_config", c.dataset_config, SYNTHETIC_SIZES)
@@ -137,6 +143,7 @@ def validate(c: TrainConfig) -> None:
                         f"{list(VISUAL_DEPTHS)} and aural in {list(AURAL_DEPTHS)}")
     if not c.modalities or set(c.modalities) - set(MODALITIES) or len(set(c.modalities)) != len(c.modalities):
         problems.append(f"modalities={c.modalities!r}: expected one or both of {list(MODALITIES)}")
+    problems += _one_of("visual_backbone", c.visual_backbone, VISUAL_BACKBONES)
     problems += _one_of("visual_stem", c.visual_stem, STEMS)
     problems += _one_of("optimizer", c.optimizer, OPTIMIZERS)
     problems += _one_of("lr_schedule", c.lr_schedule, LR_SCHEDULES)
@@ -189,7 +196,10 @@ def builder_config_of(config: TrainConfig) -> str:
 def preset(name: str, **overrides) -> TrainConfig:
     if name not in PRESETS:
         raise TrainConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    return TrainConfig(**{**PRESETS[name], **overrides})
+    values = dict(PRESETS[name])
+    if overrides.get("dataset", values.get("dataset")) != values.get("dataset"):
+        values.pop("dataset_config", None)  # a synthetic size means nothing for another dataset
+    return TrainConfig(**{**values, **overrides})
 
 
 def config_differences(saved: dict[str, Any], new: TrainConfig, *, ignore=()) -> list[str]:

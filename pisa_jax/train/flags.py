@@ -117,8 +117,9 @@ def parse_args(argv: Sequence[str] | None = None) -> RunArgs:
 
 
 def default_workdir(config: TrainConfig) -> str:
-    """runs/<visual>_<aural>_<dataset>: e.g. runs/r18_r18_pisa_consecutive."""
-    branches = {"visual": f"r{config.depths[0]}", "aural": f"r{config.depths[1]}"}
+    """runs/<visual>_<aural>_<dataset>: e.g. runs/r18_r18_pisa_consecutive, runs/c3d_r18_..."""
+    visual = "c3d" if config.visual_backbone == "c3d" else f"r{config.depths[0]}"
+    branches = {"visual": visual, "aural": f"r{config.depths[1]}"}
     model = "_".join(branches[m] for m in ("visual", "aural") if m in config.modalities)
     return f"runs/{model}_{config.dataset}_{dataset_config_of(config)}"
 

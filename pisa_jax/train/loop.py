@@ -290,9 +290,11 @@ def _evaluate(session: Session, source, epoch: int, *, record: bool = True) -> d
     rstate, step = session.rstate, session.step
     variables = {"params": rstate.params, "batch_stats": rstate.batch_stats}
     start = time.perf_counter()
-    probs, labels = predict_split(session.eval_step, variables, source,
-                                  global_batch_size=session.run.config.batch_size)
-    results = reports.evaluation_results(probs, labels, primary=session.run.primary)
+    predictions = predict_split(session.eval_step, variables, source,
+                                global_batch_size=session.run.config.batch_size)
+    results = reports.evaluation_results(predictions.probs, predictions.labels,
+                                         primary=session.run.primary,
+                                         video_ids=predictions.video_ids)
     is_best = record and results["accuracy"] > session.best.accuracy
     if is_best:
         session.best = Best(results["accuracy"], step, epoch + 1)

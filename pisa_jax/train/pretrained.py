@@ -4,9 +4,11 @@ Only a run that restores no checkpoint of its own starts here: a resumed run's c
 the weights, so the converted folders are not even read then.
 
 The converted tree must cover every parameter and BatchNorm statistic of the backbone with the
-same shape, and nothing more: a classifier the converted model may carry (`fc`) is left out with
-a note; anything else that does not fit (missing, extra or differently shaped) is an error
-naming the path: a silently partial start would void the comparison with the paper.
+same shape, and nothing more: a classifier the converted model may carry (the ResNets' `fc`,
+C3D's `fc7` + `fc8`: `pisa_jax.convert.CLASSIFIERS`) is left out with a note; anything else that
+does not fit (missing, extra or differently shaped) is an error naming the path: a silently
+partial start would void the comparison with the paper. C3D's fc6 takes the flattened pool5, so
+its shape also fixes the clip shape (16x112x112 for the Sports-1M weights).
 """
 from __future__ import annotations
 
@@ -17,8 +19,6 @@ from flax import traverse_util
 
 from pisa_jax.errors import UserError
 
-CLASSIFIER = "fc"  # the pretrained nets' own classifier: not part of our backbones
-
 
 class InitWeightsError(UserError):
     """Converted weights that do not fit the backbone of this config."""
@@ -28,11 +28,24 @@ def _flat(tree) -> dict[tuple, object]:
     return traverse_util.flatten_dict(dict(tree)) if tree else {}
 
 
-def merge_backbone(variables: dict, converted: dict, backbone: str, source: str) -> tuple[dict, list[str]]:
+def classifier_layers(modality: str, visual_backbone: str = "resnet3d",
+                      visual_stem: str = "hara") -> tuple[str, ...]:
+    """The top-level layers of a converted net that are its own classifier, not our backbone."""
+    from pisa_jax.convert import CLASSIFIERS
+    if modality == "aural":
+        return CLASSIFIERS["torchvision-2d"]
+    if visual_backbone == "c3d":
+        return CLASSIFIERS["c3d"]
+    return CLASSIFIERS["hara" if visual_stem == "hara" else "torchvision-video"]
+
+
+def merge_backbone(variables: dict, converted: dict, backbone: str, source: str,
+                   classifiers: tuple[str, ...] = ("fc",)) -> tuple[dict, list[str]]:
     """variables with params/batch_stats[backbone] replaced by the converted ones.
 
     variables: {"params": {...}, "batch_stats": {...}} of the whole SkillModel (numpy or jax).
     converted: {"params": ..., "batch_stats": ...} as load_converted returns it.
+    classifiers: top-level layers of the converted net to leave out (classifier_layers).
     Returns (new variables, notes for the user)."""
     notes = []
     merged = {k: dict(v) for k, v in variables.items()}
@@ -53,25 +66,28 @@ def merge_backbone(variables: dict, converted: dict, backbone: str, source: str)
                 raise InitWeightsError(
                     f"{source}: {collection}/{backbone}/{'/'.join(map(str, path))} has shape "
                     f"{tuple(np.shape(theirs[path]))}, the model expects {tuple(np.shape(leaf))} "
-                    f"(depth, stem or base_width differ?)")
+                    f"(depth, stem or base_width differ? C3D's fc6 also depends on the clip "
+                    f"shape)")
         extra = sorted(set(theirs) - set(wanted))
-        classifier = [p for p in extra if p[0] == CLASSIFIER]
-        others = [p for p in extra if p[0] != CLASSIFIER]
+        classifier = [p for p in extra if p[0] in classifiers]
+        others = [p for p in extra if p[0] not in classifiers]
         if others:  # e.g. R34 weights for an R18: its first blocks would fit, the rest not
             shown = ", ".join("/".join(map(str, p)) for p in others[:5])
             raise InitWeightsError(
                 f"{source}: {len(others)} {collection} are not in {backbone} (e.g. {shown}); "
                 f"was it converted for another depth?")
         if classifier:
-            notes.append(f"{source}: left out the converted classifier ({CLASSIFIER}, "
-                         f"{len(classifier)} {collection}): the heads replace it")
+            notes.append(f"{source}: left out the converted classifier "
+                         f"({', '.join(classifiers)}; {len(classifier)} {collection}): the "
+                         f"heads replace it")
         merged[collection][backbone] = traverse_util.unflatten_dict(
             {p: np.asarray(theirs[p], dtype=np.float32) for p in wanted})
     return merged, notes
 
 
 def load_pretrained(variables: dict, *, visual_init: str | None, aural_init: str | None,
-                    modalities) -> tuple[dict, list[str]]:
+                    modalities, visual_backbone: str = "resnet3d",
+                    visual_stem: str = "hara") -> tuple[dict, list[str]]:
     """Apply --visual_init / --aural_init (converted weight directories) to fresh variables."""
     from pisa_jax.convert import load_converted
     notes = []
@@ -86,7 +102,9 @@ def load_pretrained(variables: dict, *, visual_init: str | None, aural_init: str
             raise InitWeightsError(f"--{modality}_init {directory}: not a directory of converted "
                                    f"weights (make one with python -m pisa_jax.convert)")
         converted, meta = load_converted(directory)
-        variables, more = merge_backbone(variables, converted, backbone, directory)
+        variables, more = merge_backbone(
+            variables, converted, backbone, directory,
+            classifier_layers(modality, visual_backbone, visual_stem))
         notes += more
         notes.append(f"{backbone} initialised from {directory} ({meta.get('arch', '?')}, "
                      f"source {meta.get('source', '?')})")
@@ -99,6 +117,8 @@ def with_pretrained(state, config) -> tuple[object, list[str]]:
         return state, []
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     variables, notes = load_pretrained(variables, visual_init=config.visual_init,
-                                       aural_init=config.aural_init, modalities=config.modalities)
+                                       aural_init=config.aural_init, modalities=config.modalities,
+                                       visual_backbone=config.visual_backbone,
+                                       visual_stem=config.visual_stem)
     # Adam's moments start at zero whatever the parameters are: opt_state stays valid.
     return state.replace(params=variables["params"], batch_stats=variables["batch_stats"]), notes

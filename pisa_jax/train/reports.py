@@ -11,10 +11,13 @@ import json
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 from scipy import stats
+
+from pisa_jax.train import videos
 
 METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"
@@ -56,11 +59,23 @@ def head_scores(probs: np.ndarray, labels: np.ndarray) -> dict:
     }
 
 
-def evaluation_results(probs: dict[str, np.ndarray], labels: np.ndarray, *, primary: str) -> dict:
-    """Scores of every head; `primary` names the head that makes the prediction."""
+def evaluation_results(probs: dict[str, np.ndarray], labels: np.ndarray, *, primary: str,
+                       video_ids: np.ndarray | None = None) -> dict:
+    """Scores of every head; `primary` names the head that makes the prediction.
+
+    With the samples' video_ids also the video-level scores: each head's `video_accuracy` (the
+    mean of a recording's sample probabilities decides) and `videos`, the per-recording table
+    (`pisa_jax.train.videos.video_table`)."""
     heads = {head: head_scores(p, labels) for head, p in probs.items()}
-    return {"num_samples": int(len(labels)), "prediction_head": primary,
-            "accuracy": heads[primary]["accuracy"], "heads": heads}
+    results = {"num_samples": int(len(labels)), "prediction_head": primary,
+               "accuracy": heads[primary]["accuracy"], "heads": heads}
+    if videos.has_video_ids(video_ids):
+        table = videos.video_table(probs, labels, video_ids)
+        for head, scores in heads.items():
+            scores["video_accuracy"] = videos.video_accuracy(table, head)
+        results.update(num_videos=len(table), video_accuracy=heads[primary]["video_accuracy"],
+                       videos=table)
+    return results
 
 
 def summary_line(results: dict) -> str:
@@ -68,9 +83,11 @@ def summary_line(results: dict) -> str:
     accs = "  ".join(f"{h} {heads[h]['accuracy']:.2f}%" for h in heads)
     primary = heads[results["prediction_head"]]
     rho = primary["spearman"]
+    by_video = (f", video-level {results['video_accuracy']:.2f}% of {results['num_videos']} videos"
+                if "video_accuracy" in results else "")
     return (f"test accuracy: {accs}  | {results['prediction_head']}: MAE "
             f"{primary['mae_levels']:.3f} levels, Spearman "
-            f"{'n/a' if rho is None else f'{rho:.3f}'} ({results['num_samples']} samples)")
+            f"{'n/a' if rho is None else f'{rho:.3f}'} ({results['num_samples']} samples{by_video})")
 
 
 def eval_record(results: dict, epoch: int) -> dict:
@@ -79,6 +96,8 @@ def eval_record(results: dict, epoch: int) -> dict:
     for head, scores in results["heads"].items():
         record[f"accuracy_{head}"] = scores["accuracy"]
         record[f"mae_levels_{head}"] = scores["mae_levels"]
+        if "video_accuracy" in scores:
+            record[f"video_accuracy_{head}"] = scores["video_accuracy"]
         if scores["spearman"] is not None:
             record[f"spearman_{head}"] = scores["spearman"]
     return record
@@ -91,9 +110,15 @@ class MetricsLog:
     def __init__(self, workdir: str | Path, *, resume_step: int = 0, tensorboard: bool = True):
         self.path = Path(workdir) / METRICS_FILE
         # Records past the step we resume from belong to the killed run's lost work: drop them,
-        # so that the log (and the curves) read like one uninterrupted run.
-        kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
-        _atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        # so that the log (and the curves) read like one uninterrupted run; the file as it was
+        # is kept beside it first (metrics.jsonl.<time>.bak) whenever anything is dropped.
+        before = self.path.read_text() if self.path.is_file() else ""
+        kept = "".join(json.dumps(r) + "\n" for r in read_metrics(self.path)
+                       if r.get("step", 0) <= resume_step)
+        if kept != before:
+            if before.strip():
+                _atomic_write(_backup_path(self.path), before)
+            _atomic_write(self.path, kept)
         self._writer = None
         if tensorboard:
             from tensorboardX import SummaryWriter
@@ -181,6 +206,15 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _backup_path(path: Path) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    backup = path.with_name(f"{path.name}.{stamp}.bak")
+    n = 1
+    while backup.exists():
+        backup, n = path.with_name(f"{path.name}.{stamp}_{n}.bak"), n + 1
+    return backup
 
 
 def read_metrics(path: str | Path) -> list[dict]:

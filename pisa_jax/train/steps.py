@@ -8,6 +8,8 @@ Both steps take the batch as the pipeline gives it (uint8 video) and normalise i
 """
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,9 +25,15 @@ from pisa_jax.train.state import DTYPES, TrainState
 HEADS = ("visual", "aural", "multimodal")
 
 
+def input_normalization(config: TrainConfig) -> str:
+    """The NORMALIZATION entry of the visual backbone's pretrained weights: C3D's own, or the
+    3D ResNet stem's (Hara's or torchvision's)."""
+    return "c3d" if config.visual_backbone == "c3d" else config.visual_stem
+
+
 def _prepare(batch: dict, config: TrainConfig) -> dict:
     """uint8 video -> normalised float [b, clips, T, H, W, 3]; spectrogram -> [0, 1]."""
-    mean, std = NORMALIZATION[config.visual_stem]
+    mean, std = NORMALIZATION[input_normalization(config)]
     return prepare_inputs(batch, mean, std, DTYPES[config.precision])
 
 
@@ -107,27 +115,36 @@ def make_eval_step(model, config: TrainConfig):
         out = model.apply(variables, video, spectrogram, train=False)
         probs = {h: jax.nn.softmax(out["logits"][h].astype(jnp.float32), -1)
                  for h in HEADS if h in out["logits"]}
-        return lax.all_gather({"probs": probs, "label": batch["label"], "mask": batch["mask"]}, AXIS)
+        return lax.all_gather({"probs": probs, "label": batch["label"],
+                               "video_id": batch["video_id"], "mask": batch["mask"]}, AXIS)
 
     return jax.pmap(step, axis_name=AXIS)
 
 
-def predict_split(eval_step, variables, source, *, global_batch_size: int) -> tuple[dict, np.ndarray]:
+class SplitPredictions(NamedTuple):
+    """Every sample of a split, in order."""
+    probs: dict[str, np.ndarray]   # {head: float [n, classes]}
+    labels: np.ndarray             # int64 [n]
+    video_ids: np.ndarray          # int64 [n]: the recording each sample is cut from (-1: none)
+
+
+def predict_split(eval_step, variables, source, *, global_batch_size: int) -> SplitPredictions:
     """Class probabilities of each head for every sample of `source`, in order.
 
-    eval_step: from make_eval_step; variables: replicated {"params", "batch_stats"}.
-    Returns ({head: float [n, classes]}, labels int [n])."""
+    eval_step: from make_eval_step; variables: replicated {"params", "batch_stats"}."""
     batches = eval_batches(source, global_batch_size=global_batch_size,
                            num_local_devices=jax.local_device_count())
-    probs, labels = {}, []
+    probs, labels, video_ids = {}, [], []
     for batch in prefetch_to_device(batches, size=2):
         # every device holds the all-gathered global batch: read the first: [global_devices, b, ...]
         out = unreplicate_to_host(eval_step(variables, batch))
         keep = out["mask"].reshape(-1)
         labels.append(out["label"].reshape(-1)[keep])
+        video_ids.append(out["video_id"].reshape(-1)[keep])
         for head, p in out["probs"].items():
             probs.setdefault(head, []).append(p.reshape(-1, p.shape[-1])[keep])
     if not labels:
         raise ValueError("the test split is empty")
-    return ({h: np.concatenate(v) for h, v in probs.items()},
-            np.concatenate(labels).astype(np.int64))
+    return SplitPredictions({h: np.concatenate(v) for h, v in probs.items()},
+                            np.concatenate(labels).astype(np.int64),
+                            np.concatenate(video_ids).astype(np.int64))

@@ -23,7 +23,7 @@ class FakeSource:
         video = np.full((2, 3, 4, 4, 3), i, np.uint8)
         video[..., 0, :] = 200                       # column 0 marks "left"
         return {"video": video, "spectrogram": np.full((5, 6), i, np.float16),
-                "label": np.int32(i % 10)}
+                "label": np.int32(i % 10), "video_id": np.int32(i // 4)}
 
 
 def ids(batch):
@@ -95,6 +95,8 @@ def test_eval_covers_every_sample_once(process_count):
         assert len(batches) == eval_steps(21, 8) == 3
         for b in batches:
             got += list(ids(b)[b["mask"].ravel()])
+            # every sample carries its recording, for video-level scores
+            np.testing.assert_array_equal(b["video_id"], ids(b).reshape(b["mask"].shape) // 4)
     assert sorted(got) == list(range(21))
 
 

@@ -4,15 +4,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pisa_jax.models import ResNet3D, SkillModel
+from pisa_jax.models import C3D, ResNet3D, SkillModel
 
 TINY = dict(visual_depth=10, aural_depth=18, base_width=4, hidden=16)
+TINY_C3D = dict(TINY, visual_backbone="c3d")
+C3D_CLIP = (16, 16, 16)  # the smallest clip C3D's five pools take
 BATCH, CLIPS = 2, 3
 
 
-def _inputs(per_clip_spectrogram=False):
+def _inputs(per_clip_spectrogram=False, clip=(4, 16, 16)):
     keys = jax.random.split(jax.random.PRNGKey(7), 2)
-    video = jax.random.normal(keys[0], (BATCH, CLIPS, 4, 16, 16, 3))  # [B, clips, T, H, W, 3]
+    video = jax.random.normal(keys[0], (BATCH, CLIPS, *clip, 3))  # [B, clips, T, H, W, 3]
     spec_shape = (BATCH, CLIPS, 32, 32) if per_clip_spectrogram else (BATCH, 32, 32)
     return video, jax.random.uniform(keys[1], spec_shape)
 
@@ -39,6 +41,33 @@ def test_outputs_of_the_fusion_model(quick_init):
     per_clip = jax.jit(lambda v: ResNet3D(10, base_width=4).apply(v, clips, train=False))(backbone)
     np.testing.assert_allclose(out["features"]["visual"],
                                per_clip.reshape(BATCH, CLIPS, -1).mean(1), rtol=1e-5, atol=1e-6)
+
+
+def test_c3d_as_the_visual_backbone(quick_init):
+    """C3D's fc6 features (4096 at full width, 256 at base_width 4) are averaged over clips; its
+    fc6 input size follows the clip shape of the video it is given."""
+    model = SkillModel(**TINY_C3D)
+    video, spectrogram = _inputs(clip=C3D_CLIP)
+    variables = quick_init(model, video, spectrogram, train=False)
+    backbone = variables["params"]["visual_backbone"]
+    assert set(backbone) == {"conv1", "conv2", "conv3a", "conv3b", "conv4a", "conv4b", "conv5a",
+                             "conv5b", "fc6"}  # no classifier (fc7, fc8)
+    assert backbone["fc6"]["kernel"].shape == (32 * 1 * 1 * 1, 256)  # pool5 of 16^3: 1x1x1
+    assert variables["params"]["multimodal_head"]["hidden"]["kernel"].shape == (256 + 32, 16)
+    out = jax.jit(lambda v: model.apply(v, video, spectrogram, train=False))(variables)
+    assert {k: v.shape for k, v in out["features"].items()} == {"visual": (BATCH, 256),
+                                                                "aural": (BATCH, 32)}
+    clips = video.reshape((BATCH * CLIPS,) + video.shape[2:])
+    per_clip = C3D(None, base_width=4, clip_shape=C3D_CLIP).apply({"params": backbone}, clips,
+                                                                  train=False)
+    np.testing.assert_allclose(out["features"]["visual"],
+                               per_clip.reshape(BATCH, CLIPS, -1).mean(1), rtol=1e-5, atol=1e-6)
+    bigger = _inputs(clip=(16, 32, 32))[0]  # pool5 1x2x2: fc6 takes 4x the inputs
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), bigger, spectrogram,
+                                               train=False))
+    assert shapes["params"]["visual_backbone"]["fc6"]["kernel"].shape == (32 * 4, 256)
+    with pytest.raises(ValueError, match="too small"):
+        model.init(jax.random.PRNGKey(0), _inputs()[0], spectrogram, train=False)  # 4 frames
 
 
 def test_one_spectrogram_per_clip_is_averaged(quick_init):
@@ -77,11 +106,12 @@ def test_dropout_only_in_training(quick_init):
     assert not np.allclose(logits(True, 0), logits(True, 1))
 
 
-def test_multimodal_loss_does_not_reach_the_backbones(quick_init):
+@pytest.mark.parametrize("visual_backbone", ["resnet3d", "c3d"])
+def test_multimodal_loss_does_not_reach_the_backbones(quick_init, visual_backbone):
     """stop_gradient: d(multimodal loss)/d(backbone) is exactly zero, its own head learns,
     and the unimodal losses do reach their backbones."""
-    model = SkillModel(**TINY)
-    video, spectrogram = _inputs()
+    model = SkillModel(**(TINY_C3D if visual_backbone == "c3d" else TINY))
+    video, spectrogram = _inputs(clip=C3D_CLIP if visual_backbone == "c3d" else (4, 16, 16))
     labels = jnp.array([0, 3])
     variables = quick_init(model, video, spectrogram, train=False)
 
@@ -130,6 +160,8 @@ def test_rejects_bad_arguments():
         SkillModel(modalities=("visual", "text"))
     with pytest.raises(ValueError, match="modalities"):
         SkillModel(modalities=())
+    with pytest.raises(ValueError, match="visual_backbone 'c2d' not supported"):
+        SkillModel(visual_backbone="c2d")
     model = SkillModel(**TINY)
     with pytest.raises(ValueError, match="video must be"):
         model.init(jax.random.PRNGKey(0), None, jnp.zeros((1, 32, 32)), train=False)

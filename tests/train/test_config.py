@@ -29,6 +29,8 @@ def test_every_field_has_a_flag_and_flags_override_the_preset(tmp_path):
     assert c.learning_rate == 3e-4 and c.optimizer == "adamw"
     assert c.base_width == PRESETS["demo"]["base_width"]  # the rest from the preset
     assert args.workdir == str(tmp_path) and not args.override_config
+    c3d = parse_args(["--visual_backbone", "c3d", "--dataset", "pisa"])
+    assert c3d.config.visual_backbone == "c3d" and c3d.workdir == "runs/c3d_r18_pisa_consecutive"
 
 
 def test_bad_values_are_refused_naming_the_field():
@@ -36,6 +38,8 @@ def test_bad_values_are_refused_naming_the_field():
         TrainConfig(depths=(18, 10))
     with pytest.raises(TrainConfigError, match="optimizer"):
         TrainConfig(optimizer="sgd")
+    with pytest.raises(TrainConfigError, match=r"visual_backbone='c2d': expected one of \['resnet3d', 'c3d'\]"):
+        TrainConfig(visual_backbone="c2d")
     with pytest.raises(SystemExit):
         parse_args(["--workdir", "x", "--precision", "float16"])
 

@@ -59,3 +59,27 @@ def test_weights_of_another_depth_or_width_are_refused(tmp_path, quick_init):
     with pytest.raises(InitWeightsError, match="the aural branch is not built"):
         load_pretrained(shapes, visual_init=None, aural_init=str(tmp_path / "r2d34"),
                         modalities=("visual",))
+
+
+def test_converted_c3d_leaves_out_fc7_and_fc8(tmp_path, quick_init):
+    """C3D's classifier is fc7 + fc8 (pisa_jax.convert.CLASSIFIERS), not `fc`; fc6 stays. Its
+    shape depends on the clip shape: weights converted for another clip size are refused."""
+    from pisa_jax.models import C3D
+    spec = InputSpec(clips=1, clip_length=16, image_size=16, spectrogram_shape=(16, 16),
+                     num_classes=10)
+    config = preset("smoke", visual_backbone="c3d")
+    shapes = jax.eval_shape(lambda: skill_model(config, 10).init(
+        {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(0)},
+        *dummy_inputs(config.modalities, spec), train=False))
+    converted = _converted(tmp_path, "c3d", C3D(487, base_width=2, clip_shape=(16, 16, 16)),
+                           quick_init)
+    variables, notes = load_pretrained(shapes, visual_init=str(tmp_path / "c3d"), aural_init=None,
+                                       modalities=config.modalities, visual_backbone="c3d")
+    ours = variables["params"]["visual_backbone"]
+    assert set(ours) == set(converted["params"]) - {"fc7", "fc8"}
+    np.testing.assert_array_equal(ours["fc6"]["kernel"], converted["params"]["fc6"]["kernel"])
+    assert any("left out the converted classifier (fc7, fc8; 4 params)" in n for n in notes)
+    _converted(tmp_path, "c3d_32", C3D(487, base_width=2, clip_shape=(16, 32, 32)), quick_init)
+    with pytest.raises(InitWeightsError, match="fc6/kernel has shape .*clip shape"):
+        load_pretrained(shapes, visual_init=str(tmp_path / "c3d_32"), aural_init=None,
+                        modalities=config.modalities, visual_backbone="c3d")

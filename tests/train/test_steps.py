@@ -1,17 +1,20 @@
 """The pmap train step: data parallelism is exact, the multimodal head is isolated."""
+import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from pisa_jax.data.pipeline import NORMALIZATION
 from pisa_jax.data.pipeline import prepare_inputs as prepare
-from pisa_jax.models import SkillModel
+from pisa_jax.models import SkillModel, c3d
 from pisa_jax.train.distributed import replicate
-from pisa_jax.train.config import preset
-from pisa_jax.train.state import create_train_state, init_model_variables, make_optimizer
-from pisa_jax.train.steps import make_eval_step, make_train_step
+from pisa_jax.train.config import TrainConfigError, preset
+from pisa_jax.train.state import (InputSpec, create_run, create_train_state, init_model_variables,
+                                  make_optimizer)
+from pisa_jax.train.steps import input_normalization, make_eval_step, make_train_step
 
 MEAN, STD = NORMALIZATION["hara"]
 GLOBAL_BATCH = 8
@@ -32,6 +35,7 @@ def global_batch(seed=0):
     return {"video": rng.integers(0, 256, (GLOBAL_BATCH, 2, 4, 16, 16, 3), dtype=np.uint8),
             "spectrogram": rng.random((GLOBAL_BATCH, 16, 16), dtype=np.float32),
             "label": rng.integers(0, 10, GLOBAL_BATCH).astype(np.int32),
+            "video_id": np.arange(GLOBAL_BATCH, dtype=np.int32) // 3,
             "mask": np.ones(GLOBAL_BATCH, bool)}
 
 
@@ -120,4 +124,29 @@ def test_eval_step_gathers_the_global_batch():
     assert out["probs"]["multimodal"].shape == (4, 4, 2, 10)   # [local, global devices, b, 10]
     np.testing.assert_array_equal(out["label"][0].reshape(-1), batch["label"])
     np.testing.assert_array_equal(out["mask"][2].reshape(-1), batch["mask"])
+    np.testing.assert_array_equal(out["video_id"][1].reshape(-1), batch["video_id"])
     np.testing.assert_allclose(out["probs"]["visual"][0].sum(-1), 1.0, rtol=1e-5)
+
+
+def test_a_c3d_training_step_with_its_own_normalisation():
+    """C3D + R18-2D through create_run and the pmap step, at the smallest clip C3D takes
+    (16 frames of 16x16); the video is normalised with C3D's mean and std, not Hara's."""
+    config = CONFIG.replace(visual_backbone="c3d")
+    assert input_normalization(config) == "c3d" and input_normalization(CONFIG) == "hara"
+    assert NORMALIZATION["c3d"] == (c3d.INPUT_MEAN, c3d.INPUT_STD)
+    spec = InputSpec(clips=1, clip_length=16, image_size=16, spectrogram_shape=(16, 16),
+                     num_classes=10)
+    run = create_run(config, spec)
+    assert "fc6" in run.state.params["visual_backbone"]
+    rng = np.random.default_rng(0)
+    batch = {"video": rng.integers(0, 256, (2, 1, 16, 16, 16, 3), dtype=np.uint8),
+             "spectrogram": rng.random((2, 16, 16), dtype=np.float32),
+             "label": np.array([1, 7], np.int32), "video_id": np.array([0, 1], np.int32),
+             "mask": np.ones(2, bool)}
+    step = make_train_step(run.model, run.tx, config)
+    state, metrics = step(replicate_n(run.state, 1), shard(batch, 1))
+    assert np.isfinite(float(metrics["loss"][0])) and int(state.step[0]) == 1
+    before = run.state.params["visual_backbone"]["conv1"]["kernel"]
+    assert not np.allclose(before, np.asarray(state.params["visual_backbone"]["conv1"]["kernel"][0]))
+    with pytest.raises(TrainConfigError, match="c3d needs clips of at least 16 frames"):
+        create_run(config, dataclasses.replace(spec, clip_length=8))
