@@ -1,0 +1,5 @@
+import sys
+
+from pisa_jax.reproduce.cli import main
+
+sys.exit(main())
