@@ -24,8 +24,10 @@ from pisa_jax.reproduce.plan import (CONFLICT, DONE, PARTIAL, TODO, Choices, Pla
                                      format_plan, missing_weights, plan)
 from pisa_jax.train.config import DATASETS, PRESETS, dataset_config_of, preset
 
-# The official split and the one with no recording on both sides, reported side by side.
+# The official split and the one with no recording on both sides, reported side by side; the
+# narrow CPU recipes read the builder's small twins of them (2 clips x 8 frames of 32x32).
 PISA_SPLITS = ("consecutive", "consecutive_by_source")
+PISA_CPU_SPLITS = ("consecutive_demo", "consecutive_by_source_demo")
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -43,7 +45,8 @@ def build_parser():
                         help="default: pisa with --preset paper, else the preset's")
     parser.add_argument("--dataset_configs", type=_names, default=None, metavar="A,B",
                         help="the splits to run, side by side (dataset configs; default for pisa: "
-                             f"{','.join(PISA_SPLITS)}; for synthetic: the preset's size)")
+                             f"{','.join(PISA_SPLITS)} with --preset paper, else "
+                             f"{','.join(PISA_CPU_SPLITS)}; for synthetic: the preset's size)")
     parser.add_argument("--data_dir", default=None, help="TFDS data directory of the dataset")
     parser.add_argument("--workdir", default=None,
                         help="where the runs and RESULTS.md go (default runs/<preset>)")
@@ -63,9 +66,10 @@ def build_parser():
 def choices_of(args) -> Choices:
     dataset = args.dataset or ("pisa" if args.preset == "paper" else preset(args.preset).dataset)
     splits = args.dataset_configs
-    if not splits:
-        splits = (PISA_SPLITS if dataset == "pisa"
-                  else (dataset_config_of(preset(args.preset, dataset=dataset)),))
+    if not splits and dataset == "pisa":
+        splits = PISA_SPLITS if args.preset == "paper" else PISA_CPU_SPLITS
+    elif not splits:
+        splits = (dataset_config_of(preset(args.preset, dataset=dataset)),)
     weights = None if args.weights_dir.lower() == "none" else args.weights_dir
     return Choices(preset=args.preset, dataset=dataset, splits=tuple(splits), seeds=args.seeds,
                    workdir=args.workdir or f"runs/{args.preset}", weights_dir=weights,
