@@ -6,6 +6,7 @@ peak device memory where the backend reports it. Example (GPU, the paper's shape
 
     python benchmarks/train_step.py --depths 18,18 --batch_size 4 --precision float32
     python benchmarks/train_step.py --depths 18,18 --batch_size 32 --precision bfloat16
+    python benchmarks/train_step.py --visual_backbone c3d --depths 18,18   # Table 5's C3D + R18-2D
 
 CPU-sized check: python benchmarks/train_step.py --clips 2 --clip_length 8 --image_size 32 \
     --spectrogram_size 32 --base_width 8 --batch_size 8 --steps 3
@@ -19,6 +20,7 @@ import jax
 import numpy as np
 
 from pisa_jax.data.pipeline import prefetch_to_device
+from pisa_jax.models import VISUAL_BACKBONES
 from pisa_jax.train.config import PRECISIONS, TrainConfig
 from pisa_jax.train.distributed import replicate
 from pisa_jax.train.state import InputSpec, create_run
@@ -28,6 +30,8 @@ from pisa_jax.train.steps import make_train_step
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--depths", default="18,18", help="visual,aural depth")
+    p.add_argument("--visual_backbone", default="resnet3d", choices=VISUAL_BACKBONES,
+                   help="c3d: Parmar's baseline (the visual depth is then unused)")
     p.add_argument("--batch_size", type=int, default=4, help="global batch in samples")
     p.add_argument("--precision", default="float32", choices=PRECISIONS)
     p.add_argument("--clips", type=int, default=10, help="clips per sample")
@@ -44,7 +48,7 @@ def main():
     args = parse_args()
     depths = tuple(int(d) for d in args.depths.split(","))
     config = TrainConfig(depths=depths, precision=args.precision, batch_size=args.batch_size,
-                         base_width=args.base_width)
+                         base_width=args.base_width, visual_backbone=args.visual_backbone)
     devices = jax.local_devices()
     if args.batch_size % len(devices):
         raise SystemExit(f"error: batch {args.batch_size} does not split over {len(devices)} devices")
@@ -80,7 +84,8 @@ def main():
     samples_s = args.batch_size / per_step
     stats = devices[0].memory_stats() or {}
     peak = stats.get("peak_bytes_in_use")
-    print(f"device={devices[0].device_kind} x{len(devices)} depths={args.depths} "
+    visual = "c3d" if args.visual_backbone == "c3d" else f"r{depths[0]}"
+    print(f"device={devices[0].device_kind} x{len(devices)} visual={visual} aural=r{depths[1]} "
           f"precision={args.precision} batch={args.batch_size} "
           f"clip={args.clips}x{args.clip_length}x{args.image_size}^2 spec={args.spectrogram_size}^2 "
           f"width={args.base_width}")
