@@ -96,17 +96,25 @@ def run_sweep(runs, *, log=print) -> list[str]:
     stop the sweep; anything else does)."""
     import jax
 
+    from pisa_jax.reproduce.plan import RESULTS_FILE, read_results
     from pisa_jax.train import NonFiniteLossError, train_and_evaluate
+    from pisa_jax.train.reports import write_results
     pending = [r for r in runs if r.status in (TODO, PARTIAL)]
     failures = []
     for number, run in enumerate(pending, 1):
         log(f"[{number}/{len(pending)}] {run.split}/{run.cell.name}/seed{run.seed}"
             f"{' (resuming)' if run.status == PARTIAL else ''} -> {run.workdir}")
         try:
-            train_and_evaluate(run.config, run.workdir)
+            results = train_and_evaluate(run.config, run.workdir)
         except NonFiniteLossError as error:
             failures.append(f"{run.workdir}: {error}")
             log(f"failed: {error}")
+        else:
+            # A run found complete is only re-scored, which records nothing: keep its final
+            # scores where the report reads them.
+            saved = read_results(run.workdir / RESULTS_FILE)
+            if results is not None and (saved or {}).get("epoch") != run.config.epochs:
+                write_results(run.workdir, results)
         jax.clear_caches()  # every run compiles its own steps: keep the memory of one
     return failures
 
@@ -132,7 +140,12 @@ def _main(argv: Sequence[str] | None = None) -> int:
                             f"{r.workdir}: {r.detail}" for r in conflicts))
     if not args.report_only:
         share_compilations(choices.workdir)
-    failures = [] if args.report_only else run_sweep(runs)
+    from pisa_jax.train import Interrupted
+    try:
+        failures = [] if args.report_only else run_sweep(runs)
+    except Interrupted as stop:  # the run in progress saved its checkpoint: the sweep resumes
+        print(f"{stop}\nrun the same command to resume the sweep", file=sys.stderr)
+        return stop.exit_code
     from pisa_jax.reproduce.report import write_report
     runs = plan(experiment, choices)  # the state after the sweep
     # The command that makes these runs (--report_only only rewrites their report).

@@ -92,3 +92,20 @@ def test_a_finished_sweep_trains_nothing(sweep, capsys):
     assert "4 done" in capsys.readouterr().out
     assert main(args + ["--report_only"]) == 0
     assert "(4 of 4 runs finished)" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_complete_run_without_its_scores_is_rescored(sweep):
+    """A run whose last checkpoint exists but whose results.json is gone (deleted, or a loop
+    that saved the checkpoint first) is re-scored, not retrained, and counts as done again."""
+    workdir, _, _ = sweep
+    run = workdir / "figure6" / "tiny" / "aural" / "seed0"
+    saved = json.loads((run / "results.json").read_text())
+    (run / "results.json").unlink()
+    args = ["figure6", "--preset", "smoke", "--workdir", str(workdir), "--cells", ",".join(CELLS),
+            "--seeds", "2"]
+    assert main(args) == 0
+    again = json.loads((run / "results.json").read_text())
+    assert (again["epoch"], again["step"], again["accuracy"]) == (
+        saved["epoch"], saved["step"], saved["accuracy"])
+    assert again["heads"]["aural"]["confusion_matrix"] == saved["heads"]["aural"]["confusion_matrix"]
