@@ -203,13 +203,18 @@ def preset(name: str, **overrides) -> TrainConfig:
 
 
 def config_differences(saved: dict[str, Any], new: TrainConfig, *, ignore=()) -> list[str]:
-    """Human-readable differences 'field: saved -> new' between a saved config and `new`."""
+    """Human-readable differences 'field: saved -> new' between a saved config and `new`.
+
+    A field the saved config lacks was added after that run was made, which then computed what
+    the field's default computes: it counts as the default (a new field never blocks a resume).
+    """
     new_values = new.to_dict()
+    defaults = {f.name: _jsonable(f.default) for f in dataclasses.fields(TrainConfig)}
     lines = []
     for name in sorted(set(saved) | set(new_values)):
         if name in ignore:
             continue
-        old = saved.get(name, "<absent>")
+        old = saved.get(name, defaults.get(name, "<absent>"))
         now = new_values.get(name, "<absent>")
         if old != now:
             lines.append(f"{name}: {old!r} (workdir) -> {now!r} (now)")

@@ -58,6 +58,13 @@ def test_mismatched_workdir_config_is_refused_listing_differences(tmp_path):
                               ignore=TrainConfig.RESUMABLE_CHANGES) == [
         "depths: [10, 18] (workdir) -> [18, 18] (now)",
         "learning_rate: 0.001 (workdir) -> 0.5 (now)"]
+    # A run saved before a field existed (here visual_backbone) resumes when the field keeps its
+    # default, and is refused when it does not.
+    older = json.loads((tmp_path / "config.json").read_text())
+    del older["visual_backbone"]
+    assert config_differences(older, preset("smoke")) == []
+    assert config_differences(older, preset("smoke", visual_backbone="c3d")) == [
+        "visual_backbone: 'resnet3d' (workdir) -> 'c3d' (now)"]
     with pytest.raises(ConfigMismatchError, match=r"(?s)depths.*learning_rate.*--override_config"):
         train_and_evaluate(changed, tmp_path, dataset=object())
 
