@@ -61,6 +61,7 @@ class SkillModel(nn.Module):
     base_width: int = 64
     dtype: Any = jnp.float32
     bn_axis_name: str | None = None
+    conv_lowering: str = "auto"  # how the visual backbone's 3D convs run (models.lowering)
 
     def __post_init__(self):
         mods = tuple(self.modalities)
@@ -85,12 +86,14 @@ class SkillModel(nn.Module):
                                  f"{None if video is None else video.shape}")
             if self.visual_backbone == "c3d":  # no BatchNorm; dropout only after fc6/fc7
                 backbone = C3D(None, base_width=self.base_width, clip_shape=tuple(video.shape[2:5]),
-                               dtype=self.dtype, name="visual_backbone")
+                               dtype=self.dtype, conv_lowering=self.conv_lowering,
+                               name="visual_backbone")
             else:
                 backbone = ResNet3D(self.visual_depth, None, stem=self.visual_stem,
                                     conv1_t_stride=self.conv1_t_stride,
                                     base_width=self.base_width, dtype=self.dtype,
-                                    bn_axis_name=self.bn_axis_name, name="visual_backbone")
+                                    bn_axis_name=self.bn_axis_name,
+                                    conv_lowering=self.conv_lowering, name="visual_backbone")
             features["visual"] = _mean_over_clips(backbone, video, train)
         if "aural" in self.modalities:
             if spectrogram is None or spectrogram.ndim not in (3, 4):

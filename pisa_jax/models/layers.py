@@ -14,6 +14,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 from jax import lax
 
+from pisa_jax.models.lowering import check_lowering, convolve
+
 # Hara and torchvision both initialise convolutions with kaiming_normal(mode="fan_out", relu).
 KAIMING_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
@@ -36,16 +38,42 @@ def feature_dim(depth: int, base_width: int = 64) -> int:
     return base_width * 8 * EXPANSION[kind]
 
 
+class TorchConv(nn.Module):
+    """`torch.nn.ConvNd(..., padding=padding, bias=use_bias)` on channels-last input, with the
+    parameters nn.Conv would have (`kernel` [*k, I, O], `bias` [O], float32, same initialisers).
+
+    lowering: how a 3D convolution is computed (see `pisa_jax.models.lowering`); ignored for 2D.
+    x: [N, *spatial, I] -> [N, *spatial_out, features] in `dtype`.
+    """
+    features: int
+    kernel_size: tuple[int, ...]
+    strides: tuple[int, ...]
+    padding: tuple[int, ...]
+    use_bias: bool = False
+    dtype: Any = jnp.float32
+    lowering: str = "native"
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        kernel = self.param("kernel", KAIMING_FAN_OUT,
+                            self.kernel_size + (x.shape[-1], self.features), jnp.float32)
+        bias = (self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+                if self.use_bias else None)
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        y = convolve(x, kernel, self.strides, self.padding, self.lowering)
+        return y if bias is None else y + bias
+
+
 def torch_conv(features: int, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int],
                *, dtype: Any, name: str, use_bias: bool = False,
-               lowering: str = "native") -> nn.Conv:
+               lowering: str = "native") -> TorchConv:
     """A convolution padded exactly like `torch.nn.ConvNd(..., padding=padding, bias=use_bias)`.
 
-    lowering: how a 3D convolution is computed ("native" only for now); parameters are the same.
+    lowering: one of `lowering.CONV_LOWERINGS`, how a 3D convolution is computed; parameters are the same.
     """
-    return nn.Conv(features, kernel_size=tuple(kernel), strides=tuple(stride),
-                   padding=tuple((p, p) for p in padding), use_bias=use_bias, dtype=dtype,
-                   param_dtype=jnp.float32, kernel_init=KAIMING_FAN_OUT, name=name)
+    check_lowering(lowering)
+    return TorchConv(features, tuple(kernel), tuple(stride), tuple(padding), use_bias=use_bias,
+                     dtype=dtype, lowering=lowering, name=name)
 
 
 def torch_batch_norm(train: bool, *, dtype: Any, axis_name: str | None, name: str) -> nn.BatchNorm:
@@ -61,12 +89,23 @@ def torch_max_pool(x: jnp.ndarray, window: int, stride: int, padding: int) -> jn
     """`torch.nn.MaxPoolNd(window, stride, padding)` on channels-last x: pads with -inf.
 
     x: [N, *spatial, C]; the same window/stride/padding on every spatial dim; floor mode.
+    Computed one spatial axis at a time from strided slices. The window max is the max of
+    per-axis maxima, and keeping the earlier slice on ties sends the gradient to the first
+    maximum in row-major window order, as PyTorch and `lax.reduce_window` do. Its gradient is
+    elementwise selects, where reduce_window's carries an index array per spatial dim: 2-3x
+    faster forward + backward on CPU at the stems' shapes.
     """
-    spatial = x.ndim - 2
-    return lax.reduce_window(
-        x, -jnp.inf, lax.max,  # a Python scalar: lax then picks its differentiable max-pool
-        (1,) + (window,) * spatial + (1,), (1,) + (stride,) * spatial + (1,),
-        ((0, 0),) + ((padding, padding),) * spatial + ((0, 0),))
+    for axis in range(x.ndim - 2, 0, -1):  # [N, ..., L, ..., C] -> [N, ..., L_out, ..., C]
+        length_out = (x.shape[axis] + 2 * padding - window) // stride + 1
+        config = [(0, 0, 0)] * x.ndim
+        config[axis] = (padding, padding, 0)
+        padded = lax.pad(x, jnp.array(-jnp.inf, x.dtype), config)
+        x = None
+        for k in range(window):
+            tap = lax.slice_in_dim(padded, k, k + (length_out - 1) * stride + 1, stride, axis)
+            # strictly greater: ties keep the earlier element; NaN propagates like torch's max
+            x = tap if x is None else jnp.where((tap > x) | jnp.isnan(tap), tap, x)
+    return x
 
 
 class ResidualBlock(nn.Module):
@@ -81,6 +120,7 @@ class ResidualBlock(nn.Module):
     ndim: int
     dtype: Any = jnp.float32
     bn_axis_name: str | None = None
+    conv_lowering: str = "native"
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
@@ -89,7 +129,8 @@ class ResidualBlock(nn.Module):
         strided = (self.stride,) * n
 
         def conv(features, kernel, stride, padding, name):
-            return torch_conv(features, kernel, stride, padding, dtype=self.dtype, name=name)
+            return torch_conv(features, kernel, stride, padding, dtype=self.dtype, name=name,
+                              lowering=self.conv_lowering)
 
         def bn(name):
             return torch_batch_norm(train, dtype=self.dtype, axis_name=self.bn_axis_name, name=name)
@@ -111,7 +152,7 @@ class ResidualBlock(nn.Module):
 
 
 def residual_stages(x: jnp.ndarray, depth: int, *, base_width: int, train: bool, dtype: Any,
-                    bn_axis_name: str | None) -> jnp.ndarray:
+                    bn_axis_name: str | None, conv_lowering: str = "native") -> jnp.ndarray:
     """The four stages (layer1..layer4) of a ResNet; call inside a compact parent module.
 
     Blocks are named `layer{stage}_{index}` (PyTorch's `layer{stage}.{index}`). Stages 2-4 start
@@ -123,7 +164,7 @@ def residual_stages(x: jnp.ndarray, depth: int, *, base_width: int, train: bool,
         for index in range(blocks):
             stride = 2 if stage > 0 and index == 0 else 1
             x = ResidualBlock(kind, base_width * 2 ** stage, stride, ndim=x.ndim - 2, dtype=dtype,
-                              bn_axis_name=bn_axis_name,
+                              bn_axis_name=bn_axis_name, conv_lowering=conv_lowering,
                               name=f"layer{stage + 1}_{index}")(x, train)
     return x
 

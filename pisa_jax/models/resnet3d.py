@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from pisa_jax.models.layers import (STAGE_LAYOUTS, check_depth, pool_and_classify,
                                     residual_stages, torch_batch_norm, torch_conv, torch_max_pool)
+from pisa_jax.models.lowering import check_lowering
 
 STEMS = ("hara", "torchvision")
 
@@ -31,11 +32,13 @@ class ResNet3D(nn.Module):
     base_width: int = 64
     dtype: Any = jnp.float32
     bn_axis_name: str | None = None
+    conv_lowering: str = "auto"  # how every 3D conv runs: see models.lowering
 
     def __post_init__(self):
         check_depth(self.depth, STAGE_LAYOUTS, "ResNet3D")
         if self.stem not in STEMS:
             raise ValueError(f"ResNet3D: stem {self.stem!r} not supported; choose one of {STEMS}")
+        check_lowering(self.conv_lowering)
         super().__post_init__()
 
     @nn.compact
@@ -44,13 +47,15 @@ class ResNet3D(nn.Module):
             raise ValueError(f"ResNet3D expects [N, T, H, W, C], got shape {x.shape}")
         t_kernel, t_pad = (7, 3) if self.stem == "hara" else (3, 1)
         x = torch_conv(self.base_width, (t_kernel, 7, 7), (self.conv1_t_stride, 2, 2),
-                       (t_pad, 3, 3), dtype=self.dtype, name="conv1")(x)
+                       (t_pad, 3, 3), dtype=self.dtype, name="conv1",
+                       lowering=self.conv_lowering)(x)
         x = torch_batch_norm(train, dtype=self.dtype, axis_name=self.bn_axis_name, name="bn1")(x)
         x = nn.relu(x)
         if self.stem == "hara":
             x = torch_max_pool(x, window=3, stride=2, padding=1)  # [N, T/2, H/4, W/4, w]
         x = residual_stages(x, self.depth, base_width=self.base_width, train=train,
-                            dtype=self.dtype, bn_axis_name=self.bn_axis_name)
+                            dtype=self.dtype, bn_axis_name=self.bn_axis_name,
+                            conv_lowering=self.conv_lowering)
         return pool_and_classify(x, self.num_classes, dtype=self.dtype)
 
     def example_input(self, batch: int = 1) -> jnp.ndarray:

@@ -1,0 +1,148 @@
+"""How a PyTorch-padded 3D convolution is computed: natively, or as 2D convolutions over its
+temporal taps. All forms compute the same function of the same kernel [kt, kh, kw, I, O].
+
+XLA's CPU backend runs a native 3D convolution on a generic Eigen path that is several times
+slower than its 2D convolutions, so on CPU the 2D forms win (measured table below):
+- "taps": for every temporal tap k, one 2D convolution of the input frames that tap reads
+  (strided in time by the temporal stride) with kernel[k]; the outputs are summed. Output frames
+  whose tap k falls in the temporal zero padding get no contribution from k, so those frames are
+  not computed at all (at T = 1, a 3x3x3 conv is a single 2D conv), which also saves the padding.
+- "stacked": the kt frames each output frame reads are stacked on the channel axis (zero frames
+  for the padding) and one 2D convolution with kt * I input channels runs: one larger matrix
+  product instead of kt smaller ones, but it also multiplies the padding frames.
+A kernel with kt == 1 (e.g. the 1x1x1 shortcut) is the same 2D convolution in both forms.
+"auto" picks per backend and shape, at trace time (`jax.default_backend()`):
+- CPU: "stacked" for thin inputs (kt * I <= 64: the 3-channel stems, where one conv with 21
+  input channels beats seven with 3) and where at most 1/8 of the stacked frames would be
+  temporal padding (T >= 8 for a 3x3x3 conv); "taps" otherwise (the short clips of the later
+  stages, where taps skip a sixth to two thirds of the work).
+- anything else (GPU, TPU): "native". cuDNN has real 3D kernels and nothing was measured on
+  a GPU here; the 2D forms stay available as explicit choices to compare there.
+
+CPU measurements behind that choice (2-core x86, jaxlib 0.10.2, YNN off, float32, forward +
+input and weight gradients; weight gradient only for the stems, whose input needs none; medians
+of interleaved repeats in one process; N = 4 clips of 16x112x112 through Hara's R3D-18), printed
+by `python benchmarks/conv_lowering.py`:
+  TABLE
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+CONV_LOWERINGS = ("auto", "native", "taps", "stacked")
+# "auto" on CPU stacks the taps on channels while the stacked input stays this thin, or while at
+# most this share of the stacked frames is temporal zero padding (which "taps" skips).
+STACKED_MAX_CHANNELS = 64
+STACKED_MAX_PADDING_SHARE = 0.125
+
+
+def check_lowering(lowering: str) -> None:
+    if lowering not in CONV_LOWERINGS:
+        raise ValueError(f"conv lowering {lowering!r} not supported; choose one of "
+                         f"{CONV_LOWERINGS}")
+
+
+def resolve_lowering(lowering: str, x_shape: Sequence[int], kernel_shape: Sequence[int],
+                     strides: Sequence[int], padding: Sequence[int],
+                     backend: str | None = None) -> str:
+    """The concrete form ("native", "taps" or "stacked") for x [N, T, H, W, I] and a kernel
+    [kt, kh, kw, I, O]; "auto" decides by backend (default: JAX's default backend) and shape."""
+    check_lowering(lowering)
+    if lowering != "auto":
+        return lowering
+    if (backend or jax.default_backend()) != "cpu":
+        return "native"
+    kt, _, _, in_features, _ = kernel_shape
+    if kt * in_features <= STACKED_MAX_CHANNELS:
+        return "stacked"
+    ranges = _tap_output_ranges(x_shape[1], kt, strides[0], padding[0])
+    t_out = _frames_per_output(x_shape[1], kt, strides[0], padding[0])
+    computed = sum(last - first + 1 for first, last in ranges if last >= first)
+    padding_share = 1 - computed / (kt * t_out)
+    return "stacked" if padding_share <= STACKED_MAX_PADDING_SHARE else "taps"
+
+
+def convolve(x: jnp.ndarray, kernel: jnp.ndarray, strides: Sequence[int], padding: Sequence[int],
+         lowering: str = "native") -> jnp.ndarray:
+    """Channels-last convolution with symmetric zero padding `(p, p)` per spatial dim.
+
+    x: [N, *spatial, I], kernel: [*k, I, O] -> [N, *spatial_out, O]. `lowering` applies to 3D
+    convolutions only; 1D/2D ones always run natively.
+    """
+    strides, padding = tuple(strides), tuple(padding)
+    if x.ndim != 5:
+        return _native(x, kernel, strides, padding)
+    form = resolve_lowering(lowering, x.shape, kernel.shape, strides, padding)
+    if form == "native":
+        return _native(x, kernel, strides, padding)
+    if form == "stacked" or kernel.shape[0] == 1:
+        return _stacked(x, kernel, strides, padding)
+    return _taps(x, kernel, strides, padding)
+
+
+def _native(x, kernel, strides, padding):
+    spatial = "DHW"[3 - (x.ndim - 2):]
+    numbers = (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C")
+    return lax.conv_general_dilated(x, kernel, strides, [(p, p) for p in padding],
+                                    dimension_numbers=numbers)
+
+
+def _frames_per_output(t: int, kt: int, stride: int, pad: int) -> int:
+    return (t + 2 * pad - kt) // stride + 1
+
+
+def _tap_output_ranges(t: int, kt: int, stride: int, pad: int) -> list[tuple[int, int]]:
+    """For each tap k, the first and last output frame whose tap k reads a real input frame
+    (output frame j reads input frame j * stride + k - pad); last < first: none does."""
+    t_out = _frames_per_output(t, kt, stride, pad)
+    return [(max(0, -(-(pad - k) // stride)), min(t_out - 1, (t - 1 + pad - k) // stride))
+            for k in range(kt)]
+
+
+def _conv2d_over_frames(frames, kernel2d, strides, padding):
+    """frames [N, F, H, W, C] -> one 2D conv over all N * F frames -> [N, F, H', W', O]."""
+    n, f = frames.shape[:2]
+    y = _native(frames.reshape((n * f,) + frames.shape[2:]), kernel2d, strides, padding)
+    return y.reshape((n, f) + y.shape[1:])
+
+
+def _taps(x, kernel, strides, padding):
+    """Sum over temporal taps k of 2D convs of the frames tap k reads, placed at the output
+XX, and in the backward pass the sum of the taps' input gradients, runs in float32 even
+    for bf16 compute, as a native convolution accumulates: each term is rounded once, not each
+    partial sum (which measured 4x the native bf16 error on input gradients)."""
+    kt, (st, *s2d), (pt, *p2d) = kernel.shape[0], strides, padding
+    t = x.shape[1]
+    t_out = _frames_per_output(t, kt, st, pt)
+    out = None
+    for k, (first, last) in enumerate(_tap_output_ranges(t, kt, st, pt)):
+        if last < first:
+            continue  # this tap only ever reads temporal padding
+        start = first * st + k - pt
+        frames = lax.slice_in_dim(x, start, start + (last - first) * st + 1, st, axis=1)
+        y = _conv2d_over_frames(frames, kernel[k], s2d, p2d)  # [N, last - first + 1, H', W', O]
+        if first or last < t_out - 1:
+            y = jnp.pad(y, ((0, 0), (first, t_out - 1 - last), (0, 0), (0, 0), (0, 0)))
+        out = y if out is None else out + y
+    if out is None:  # every tap in the padding: only possible with an oversized kernel
+        out = jnp.zeros_like(_native(x, kernel, strides, padding))
+    return out
+
+
+def _stacked(x, kernel, strides, padding):
+    """The kt frames read by each output frame stacked on channels, tap-major, then one 2D conv
+    with the kernel reshaped to [kh, kw, kt * I, O]. x [N, T, H, W, I]."""
+    kt, kh, kw, in_features, out_features = kernel.shape
+    (st, *s2d), (pt, *p2d) = strides, padding
+    t_out = _frames_per_output(x.shape[1], kt, st, pt)
+    if pt:
+        x = jnp.pad(x, ((0, 0), (pt, pt), (0, 0), (0, 0), (0, 0)))
+    taps = [lax.slice_in_dim(x, k, k + (t_out - 1) * st + 1, st, axis=1) for k in range(kt)]
+    frames = taps[0] if kt == 1 else jnp.concatenate(taps, axis=-1)  # [N, T', H, W, kt * I]
+    kernel2d = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape(kh, kw, kt * in_features,
+                                                              out_features)
+    return _conv2d_over_frames(frames, kernel2d, s2d, p2d)
