@@ -124,6 +124,27 @@ def test_max_pool_pads_with_minus_infinity():
     assert float(y[0, 0, 0, 0, 0]) == float(x[0, :2, :2, :2, 0].max())
 
 
+@pytest.mark.parametrize("spatial", [2, 3])
+def test_max_pool_matches_pytorch_with_ties(torch_reference, spatial):
+    """Values and gradients equal torch.nn.functional.max_poolNd's on input full of ties (small
+    integers): the gradient goes to the first maximum of each window, as in PyTorch."""
+    import torch
+    shape = (2, 3) + (5, 9, 9)[-spatial:]  # [N, C, *spatial], PyTorch layout
+    x = np.random.default_rng(0).integers(0, 3, shape).astype(np.float32)
+    cotangent = np.random.default_rng(1).standard_normal(
+        (2, 3) + (3, 5, 5)[-spatial:]).astype(np.float32)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    pool = torch.nn.functional.max_pool3d if spatial == 3 else torch.nn.functional.max_pool2d
+    want = pool(xt, 3, 2, 1)
+    want.backward(torch.from_numpy(cotangent))
+
+    def ours(x):  # channels-first in and out, like the reference
+        return jnp.moveaxis(torch_max_pool(jnp.moveaxis(x, 1, -1), 3, 2, 1), -1, 1)
+    got, vjp = jax.vjp(ours, x)
+    np.testing.assert_array_equal(np.asarray(got), want.detach().numpy())
+    np.testing.assert_allclose(np.asarray(vjp(cotangent)[0]), xt.grad.numpy(), atol=1e-6)
+
+
 def test_bf16_forward_close_to_float32(quick_init):
     x = jax.random.normal(jax.random.PRNGKey(1), (2, 4, 32, 32, 3))
     model32 = ResNet3D(10, 10, base_width=8)
