@@ -22,6 +22,7 @@ SYNTHETIC_SIZES = ("demo", "full", "tiny")   # data_builders.pisa.synthetic.SIZE
 OPTIMIZERS = ("adam", "adamw")
 LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("float32", "bfloat16")
+DATA_ON_DEVICE = ("auto", "on", "off")
 
 
 class TrainConfigError(UserError):
@@ -97,10 +98,15 @@ class TrainConfig:
                                     paper=False)
     checkpoint_every_steps: int = _field(0, "also save the latest checkpoint every N steps, for "
                                          "mid-epoch resume (0 = only at epoch ends)", paper=False)
+    data_on_device: str = _field("auto", "keep both decoded splits in device memory and gather "
+                                 "each batch there (same batches as from the host): on, off, "
+                                 "or auto = on for a GPU/TPU when they fit in half of its "
+                                 "memory", paper=False)
 
     # Fields that may change between a run and its resumption without a refusal: they do not
     # change what is computed, only where data lives or how often we look at it.
-    RESUMABLE_CHANGES = ("data_dir", "eval_every_epochs", "checkpoint_every_steps")
+    RESUMABLE_CHANGES = ("data_dir", "eval_every_epochs", "checkpoint_every_steps",
+                         "data_on_device")
 
     def __post_init__(self):
         validate(self)
@@ -148,6 +154,7 @@ def validate(c: TrainConfig) -> None:
     problems += _one_of("optimizer", c.optimizer, OPTIMIZERS)
     problems += _one_of("lr_schedule", c.lr_schedule, LR_SCHEDULES)
     problems += _one_of("precision", c.precision, PRECISIONS)
+    problems += _one_of("data_on_device", c.data_on_device, DATA_ON_DEVICE)
     if not (0.0 <= c.dropout < 1.0):
         problems.append(f"dropout={c.dropout}: expected 0 <= dropout < 1")
     if not (math.isfinite(c.learning_rate) and c.learning_rate > 0):

@@ -6,6 +6,9 @@ Replication uses `jax.device_put` with a sharding (jax 0.10 removed device_put_r
 from __future__ import annotations
 
 import os
+import threading
+import time
+from typing import Callable
 
 import jax
 import numpy as np
@@ -26,11 +29,16 @@ def _in_multi_process_cluster() -> bool:
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None) -> bool:
+               process_id: int | None = None, *, timeout_s: int = 60) -> bool:
     """Join a multi-host run: from explicit flags, or from the cluster environment.
 
     Must run before any other JAX call. Returns whether jax.distributed was initialised.
     On CPU the cross-process collectives need gloo (jax's default CPU collectives are none).
+
+    timeout_s bounds how long the others wait for a process that died: a collective with a dead
+    peer fails at once (its connection closes); one that stopped without closing (a frozen or
+    unplugged host) misses the coordination service's heartbeats, which after timeout_s ends
+    every process; and at exit, the shutdown barrier waits at most timeout_s for the others.
     """
     explicit = [coordinator_address, num_processes, process_id]
     if any(v is not None for v in explicit) and not all(v is not None for v in explicit):
@@ -42,12 +50,65 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     except (AttributeError, ValueError):  # a jax whose CPU collectives need no choosing
         pass
+    timeouts = dict(heartbeat_timeout_seconds=timeout_s, shutdown_timeout_seconds=timeout_s)
     if coordinator_address is not None:
         jax.distributed.initialize(coordinator_address=coordinator_address,
-                                   num_processes=num_processes, process_id=process_id)
-    else:
-        jax.distributed.initialize()  # jax reads SLURM / MPI / JAX_COORDINATOR_ADDRESS itself
+                                   num_processes=num_processes, process_id=process_id, **timeouts)
+    else:  # jax reads SLURM / MPI / JAX_COORDINATOR_ADDRESS itself
+        jax.distributed.initialize(**timeouts)
     return True
+
+
+def watch_peers(timeout_s: float, on_lost: Callable[[str], None]) -> Callable[[], None]:
+    """Multi-host: stop this process cleanly when another one dies or hangs.
+
+    A daemon thread beats a counter into the coordination service's key-value store every
+    timeout_s / 6 s and watches the others' counters: one that has not advanced for
+    timeout_s / 2 (or a service that stays unreachable that long) calls on_lost(message).
+    A collective with a dead peer usually fails at once, but one can also wait for it; jax's own
+    heartbeat would then abort every process at timeout_s with a page of logs. Returns the
+    function that stops the watch (call it when the run is over)."""
+    from jax._src import distributed as jax_distributed  # the client orbax's barriers use too
+    client = getattr(jax_distributed.global_state, "client", None)
+    if jax.process_count() < 2 or client is None:
+        return lambda: None
+    me, count = jax.process_index(), jax.process_count()
+    period, grace = max(timeout_s / 6, 0.5), timeout_s / 2
+    stop = threading.Event()
+
+    def watch():
+        beat, seen, unreachable = 0, {}, None  # seen: peer -> (its counter, when it changed)
+        while not stop.wait(period):
+            now = time.monotonic()
+            try:
+                beat += 1
+                client.key_value_set(f"pisa_jax/alive/{me}", str(beat), allow_overwrite=True)
+                values = {}
+                for peer in set(range(count)) - {me}:
+                    try:
+                        values[peer] = client.key_value_try_get(f"pisa_jax/alive/{peer}")
+                    except Exception:  # noqa: BLE001 - not beating yet
+                        values[peer] = None
+                unreachable = None
+            except Exception:  # noqa: BLE001 - the coordination service itself is gone
+                unreachable = unreachable or now
+                if now - unreachable > grace and not stop.is_set():
+                    on_lost(f"process {me}: the coordination service (process 0) has not "
+                            f"answered for {grace:.0f} s: it died or hangs")
+                    return
+                continue
+            for peer, value in values.items():
+                if value is None:
+                    continue  # only a peer that has beaten once can fall silent
+                if seen.get(peer, (None,))[0] != value:
+                    seen[peer] = (value, now)
+                elif now - seen[peer][1] > grace and not stop.is_set():
+                    on_lost(f"process {me}: process {peer} of this multi-host run has shown no "
+                            f"sign of life for {grace:.0f} s: it died or hangs")
+                    return
+
+    threading.Thread(target=watch, name="pisa_jax_watch_peers", daemon=True).start()
+    return stop.set
 
 
 def check_batch_split(global_batch_size: int, *, what: str = "batch_size") -> int:
@@ -63,6 +124,14 @@ def check_batch_split(global_batch_size: int, *, what: str = "batch_size") -> in
 
 def is_lead_host() -> bool:
     return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+    """Every process waits here for the others (a no-op on one process); `name` is unique per
+    barrier. Through the coordination service: nothing to compile."""
+    if jax.process_count() > 1:
+        from orbax.checkpoint import multihost
+        multihost.sync_global_processes(name)
 
 
 def replicate(tree, devices=None):

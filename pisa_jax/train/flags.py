@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import types
 import typing
@@ -26,6 +27,8 @@ class RunArgs:
     coordinator_address: str | None
     num_processes: int | None
     process_id: int | None
+    restart: bool = False
+    peer_timeout_s: int = 60
 
 
 def _parse_optional_str(text: str) -> str | None:
@@ -83,12 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
                           "runs/<visual>_<aural>_<dataset>, e.g. runs/r18_r18_synthetic_full)")
     run.add_argument("--override_config", action="store_true", default=False,
                      help="resume even if the workdir's config.json differs from these flags")
+    run.add_argument("--restart", action="store_true", default=False,
+                     help="start over: move the workdir's run (config, metrics, checkpoints, "
+                          "reports) into WORKDIR/previous_runs/<time>/ first; nothing is deleted")
     multi = parser.add_argument_group("multi-host (leave unset on one machine; cluster "
                                       "environments such as SLURM are detected)")
     multi.add_argument("--coordinator_address", type=str, default=None,
                        help="host:port of process 0 for jax.distributed.initialize")
     multi.add_argument("--num_processes", type=int, default=None, help="number of processes (hosts)")
     multi.add_argument("--process_id", type=int, default=None, help="index of this process")
+    multi.add_argument("--peer_timeout_s", type=int, default=60,
+                       help="seconds a process may go silent: after half of it the others "
+                            "stop with one error line (jax's own heartbeat aborts them at all "
+                            "of it)")
 
     fields = parser.add_argument_group("config (one flag per TrainConfig field)")
     hints = typing.get_type_hints(TrainConfig)
@@ -102,18 +112,18 @@ def parse_args(argv: Sequence[str] | None = None) -> RunArgs:
     ns = vars(parser.parse_args(argv))
     field_names = {f.name for f in dataclasses.fields(TrainConfig)}
     overrides = {k: v for k, v in ns.items() if k in field_names}
-    try:
-        config = preset(ns["preset"], **overrides)
-    except TrainConfigError as e:
-        parser.error(str(e))
+    config = preset(ns["preset"], **overrides)  # TrainConfigError: one line, nothing created
     workdir = ns.get("workdir")
     if workdir is None:
         workdir = default_workdir(config)
     elif not workdir.strip():
-        parser.error("--workdir must not be empty")
+        raise TrainConfigError("--workdir: empty; give a directory for the run")
+    if ns["peer_timeout_s"] < 1:
+        raise TrainConfigError(f"--peer_timeout_s={ns['peer_timeout_s']}: expected >= 1 second")
     return RunArgs(config=config, workdir=workdir, override_config=ns["override_config"],
                    coordinator_address=ns["coordinator_address"],
-                   num_processes=ns["num_processes"], process_id=ns["process_id"])
+                   num_processes=ns["num_processes"], process_id=ns["process_id"],
+                   restart=ns["restart"], peer_timeout_s=ns["peer_timeout_s"])
 
 
 def default_workdir(config: TrainConfig) -> str:
@@ -128,15 +138,33 @@ def _main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     # jax.distributed must start before anything else runs on a device.
     from pisa_jax.train.distributed import initialize
-    initialize(args.coordinator_address, args.num_processes, args.process_id)
-    from pisa_jax.train.loop import Interrupted, train_and_evaluate
+    initialize(args.coordinator_address, args.num_processes, args.process_id,
+               timeout_s=args.peer_timeout_s)
+    from pisa_jax.train.distributed import watch_peers
+    from pisa_jax.train.loop import Interrupted, PeerLostError, train_and_evaluate
+    stop_watching = watch_peers(args.peer_timeout_s, _stop_now)
     print(f"workdir: {args.workdir}", flush=True)
     try:
-        train_and_evaluate(args.config, args.workdir, override_config=args.override_config)
+        train_and_evaluate(args.config, args.workdir, override_config=args.override_config,
+                           restart=args.restart)
     except Interrupted as stop:
         print(stop, file=sys.stderr)
         return stop.exit_code
+    except PeerLostError as error:
+        _stop_now(str(error))
+    finally:
+        stop_watching()
     return 0
+
+
+def _stop_now(problem: str) -> None:
+    """A multi-host run whose other processes are gone: one line, then exit at once.
+    jax.distributed's exit handler would wait for the dead process at its shutdown barrier,
+    then abort with a page of coordination-service logs."""
+    print(f"error: {problem}; stopped. Restart every process with the same command: they "
+          f"resume from the workdir's latest checkpoint", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,13 +5,14 @@ Resume order: the workdir's own latest checkpoint -> converted backbone weights
 with the same optimiser state and data order (the order is a function of seed and epoch, the
 dropout keys of the rng in the state and the step), so it ends exactly where an uninterrupted
 run ends. SIGTERM (a cluster's preemption) and SIGINT save the latest checkpoint at the next
-step boundary and stop with `Interrupted`; the same command resumes.
+step boundary and stop with `Interrupted`; the same command resumes. Where a run starts is
+`pisa_jax.train.resume`'s (a damaged newest checkpoint falls back to the one before); the
+workdir's checks (writable, one training at a time, --restart) `pisa_jax.train.workdir`'s.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import signal
 import threading
@@ -22,21 +23,27 @@ from typing import Callable
 import jax
 
 from pisa_jax.data.dataset import Dataset, open_dataset
-from pisa_jax.data.pipeline import prefetch_to_device, steps_per_epoch, train_batches
+from pisa_jax.data.on_device import place_splits
+from pisa_jax.data.pipeline import steps_per_epoch
 from pisa_jax.errors import UserError
 from pisa_jax.train import pace, reports
 from pisa_jax.train.checkpoints import Checkpoints
-from pisa_jax.train.config import (CONFIG_FILE, ConfigMismatchError, TrainConfig,
-                                   TrainConfigError, builder_config_of, config_differences,
+from pisa_jax.train.config import (CONFIG_FILE, TrainConfig, TrainConfigError, builder_config_of,
                                    dataset_config_of, format_config, save_config)
-from pisa_jax.train.distributed import (check_batch_split, is_lead_host, replicate,
+from pisa_jax.train.distributed import (barrier, check_batch_split, is_lead_host, replicate,
                                         unreplicate_to_host)
-from pisa_jax.train.pretrained import with_pretrained
+from pisa_jax.train.resume import Best, check_history, resume_point
 from pisa_jax.train.state import InputSpec, Run, create_run
-from pisa_jax.train.steps import make_eval_step, make_train_step, predict_split
+from pisa_jax.train.steps import (make_eval_step, make_train_step, predict_split,
+                                  train_step_inputs)
+from pisa_jax.train.workdir import WorkdirLock, check_path, check_workdir_config, move_history_aside
 
 class NonFiniteLossError(UserError):
     """Training produced a NaN or infinite loss; the run stopped, checkpoints untouched."""
+
+
+class PeerLostError(UserError):
+    """Another process of a multi-host run died or stopped answering."""
 
 
 class Interrupted(UserError):
@@ -45,24 +52,6 @@ class Interrupted(UserError):
     def __init__(self, message: str, signal_number: int):
         super().__init__(message)
         self.exit_code = 128 + signal_number
-
-
-def check_workdir_config(config: TrainConfig, workdir: Path, *, override: bool) -> None:
-    """Refuse to resume a run whose saved config differs, listing the differences."""
-    path = workdir / CONFIG_FILE
-    if not path.exists():
-        return
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise TrainConfigError(f"{path}: cannot read the saved run config ({e})") from None
-    diffs = config_differences(saved, config, ignore=TrainConfig.RESUMABLE_CHANGES)
-    if diffs and not override:
-        raise ConfigMismatchError(
-            f"{workdir} holds a run with a different config:\n  " + "\n  ".join(diffs) +
-            "\nUse another --workdir, the same flags, or --override_config to continue anyway.")
-    if diffs:
-        print("Overriding the workdir's config:\n  " + "\n  ".join(diffs))
 
 
 def open_training_data(config: TrainConfig, data_dir: str | None = None) -> Dataset:
@@ -79,23 +68,6 @@ def open_training_data(config: TrainConfig, data_dir: str | None = None) -> Data
     return open_dataset(builder_config_of(config), data_dir,
                         train_split=split("train", config.train_subset),
                         test_split=split("test", config.test_subset))
-
-
-@dataclasses.dataclass(frozen=True)
-class Best:
-    """The best evaluation so far (multimodal test accuracy, or the only head's)."""
-    accuracy: float = -1.0
-    step: int | None = None
-    epoch: int | None = None
-
-    def meta(self, epoch: float) -> dict:
-        """What a checkpoint's `meta` item records."""
-        return {"best_accuracy": self.accuracy, "best_step": self.step, "best_epoch": self.epoch,
-                "epoch": epoch}
-
-    @classmethod
-    def from_meta(cls, meta: dict) -> "Best":
-        return cls(meta.get("best_accuracy", -1.0), meta.get("best_step"), meta.get("best_epoch"))
 
 
 @dataclasses.dataclass
@@ -115,9 +87,10 @@ class Session:
     stop_signal: int | None = None     # set by SIGTERM / SIGINT: stop at the next step
     clock: pace.StepClock | None = None  # times the first steps: the CPU estimate
 
-    def save_latest(self) -> None:
-        self.checkpoints.save_latest(unreplicate_to_host(self.rstate),
-                                     self.best.meta(self.step / self.steps_per_epoch))
+    def save(self, accuracy: float | None = None) -> None:
+        """A checkpoint of the current step; `accuracy`: its evaluation's, if it was evaluated."""
+        self.checkpoints.save(unreplicate_to_host(self.rstate),
+                              self.best.meta(self.step / self.steps_per_epoch), accuracy=accuracy)
 
 
 def _log(message: str) -> None:
@@ -126,66 +99,85 @@ def _log(message: str) -> None:
 
 
 def train_and_evaluate(config: TrainConfig, workdir: str | Path, *, override_config: bool = False,
-                       dataset: Dataset | None = None,
+                       restart: bool = False, dataset: Dataset | None = None,
                        on_step: Callable[[int], None] | None = None) -> dict:
     """Train per `config` in `workdir` (resuming if it holds a run); returns the final results.
 
+    restart: move the workdir's run aside (WORKDIR/previous_runs/<time>/) and start over.
     dataset: an already opened dataset (tests); by default `open_training_data(config)`.
     on_step: called with the step count after each step (tests use it to kill the process).
     """
-    workdir = Path(workdir)
-    check_batch_split(config.batch_size)  # before anything is loaded or compiled
-    workdir.mkdir(parents=True, exist_ok=True)
-    check_workdir_config(config, workdir, override=override_config)
+    workdir = check_path(workdir)  # nothing is loaded, compiled or created before these checks
+    check_batch_split(config.batch_size)
+    if not restart:
+        check_workdir_config(config, workdir, override=override_config)
     _log(f"pisa-jax training in {workdir} on {jax.device_count()} {jax.devices()[0].platform} "
          f"device(s), {jax.process_count()} process(es); config:\n{format_config(config)}")
     note = pace.start_note(config, jax.default_backend())
     if note:
         _log(note)
-
     dataset = dataset if dataset is not None else open_training_data(config)
     spe = steps_per_epoch(len(dataset.train), config.batch_size)
     if spe < 1:
         raise TrainConfigError(f"batch_size={config.batch_size} is larger than the training split "
                                f"({len(dataset.train)} samples)")
-    spec = InputSpec.of_dataset(dataset)
-    run = create_run(config, spec, total_steps=spe * config.epochs)
+    workdir.mkdir(parents=True, exist_ok=True)
+    with WorkdirLock(workdir) if is_lead_host() else contextlib.nullcontext():
+        if restart and is_lead_host():
+            moved = move_history_aside(workdir)
+            if moved is not None:
+                _log(f"--restart: the workdir's previous run is kept in {moved}")
+        barrier("pisa_jax_workdir_ready")
+        return _train(config, workdir, dataset, spe, Checkpoints(workdir), on_step)
 
-    checkpoints = Checkpoints(workdir)
-    state, best = run.state, Best()
-    if checkpoints.latest_step() is not None:  # the run's own weights win: no --*_init read
-        state, meta = checkpoints.restore(run.state)
-        best = Best.from_meta(meta)
-        _log(f"resumed from {workdir}/checkpoints/latest at step {int(state.step)}")
-    else:
-        state, notes = with_pretrained(state, config)
-        for note in notes:
-            _log(note)
-    if is_lead_host():
-        save_config(config, workdir / CONFIG_FILE)
-        spec.save(workdir)
-    step = int(state.step)
-    log = reports.MetricsLog(workdir, resume_step=step) if is_lead_host() else None
-    session = Session(run, workdir, checkpoints, log, make_train_step(run.model, run.tx, config),
-                      make_eval_step(run.eval_model, config), replicate(state), step, spe, best,
-                      on_step)
-    session.clock = pace.StepClock(spe, spe * config.epochs - step, jax.default_backend())
-    del state
-    results = None
+
+def _train(config: TrainConfig, workdir: Path, dataset: Dataset, spe: int,
+           checkpoints: Checkpoints, on_step) -> dict:
+    """The run itself, from its resume point; closes `checkpoints`."""
+    results, log, lost = None, None, False
     try:
+        check_history(checkpoints, workdir)  # before anything is compiled
+        spec = InputSpec.of_dataset(dataset)
+        run = create_run(config, spec, total_steps=spe * config.epochs)
+        state, best = resume_point(run, checkpoints, workdir, log=_log)
+        if is_lead_host():
+            save_config(config, workdir / CONFIG_FILE)
+            spec.save(workdir)
+        step = int(state.step)
+        log = reports.MetricsLog(workdir, resume_step=step) if is_lead_host() else None
+        train, test = place_splits(dataset.train, dataset.test, config.data_on_device, log=_log)
+        on_device = train is not dataset.train
+        session = Session(run, workdir, checkpoints, log,
+                          make_train_step(run.model, run.tx, config, data_on_device=on_device),
+                          make_eval_step(run.eval_model, config, data_on_device=on_device),
+                          replicate(state), step, spe,
+                          best, on_step)
+        session.clock = pace.StepClock(spe, spe * config.epochs - step, jax.default_backend())
+        del state
         with _stop_on_signals(session):
             for epoch in range(step // spe, config.epochs):
-                _train_epoch(session, dataset.train, epoch)
-                last = epoch + 1 == config.epochs
-                if (epoch + 1) % config.eval_every_epochs == 0 or last:
-                    results = _evaluate(session, dataset.test, epoch)
-                session.save_latest()
+                _train_epoch(session, train, epoch)
+                accuracy = None
+                if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.epochs:
+                    results = _evaluate(session, test, epoch)
+                    accuracy = results["accuracy"]
+                session.save(accuracy)
+                if session.stop_signal is not None:  # arrived in the epoch's last step
+                    _stop(session, epoch)
         if results is None:  # nothing left to train: the run was already complete
             _log(f"{workdir}: the run is complete ({config.epochs} epochs); evaluating only")
-            results = _evaluate(session, dataset.test, config.epochs - 1, record=False)
+            results = _evaluate(session, test, config.epochs - 1, record=False)
+    except jax.errors.JaxRuntimeError as error:
+        if jax.process_count() == 1:
+            raise
+        lost = True  # the other processes are gone: no multi-host save can complete
+        raise PeerLostError(
+            f"process {jax.process_index()}: lost contact with another process of this "
+            f"multi-host run ({str(error).strip().splitlines()[0][:200]})") from None
     finally:
-        checkpoints.wait()
-        checkpoints.close()
+        if not lost:
+            checkpoints.wait()
+            checkpoints.close()
         if log is not None:
             log.close()
     return results
@@ -214,9 +206,7 @@ def _stop_on_signals(session: Session):
 
 def _train_epoch(session: Session, source, epoch: int) -> None:
     run, config, spe = session.run, session.run.config, session.steps_per_epoch
-    batches = train_batches(source, global_batch_size=config.batch_size,
-                            num_local_devices=jax.local_device_count(), seed=config.seed,
-                            epoch=epoch, start_step=session.step % spe, flip=config.flip)
+    inputs = train_step_inputs(source, config, epoch=epoch, start_step=session.step % spe)
     bar = reports.progress_bar(spe, session.step % spe, f"epoch {epoch + 1}/{config.epochs}",
                                shown=is_lead_host())
     sums, count, pending = {}, 0, None
@@ -233,7 +223,7 @@ def _train_epoch(session: Session, source, epoch: int) -> None:
             raise NonFiniteLossError(
                 f"loss is {values['loss']} at step {at_step} (epoch {epoch + 1}); training stopped. "
                 + (f"The last good checkpoint (step {good}) is kept in "
-                   f"{session.workdir}/checkpoints/latest." if good is not None
+                   f"{session.checkpoints.root}." if good is not None
                    else "No checkpoint had been saved yet."))
         for k, v in values.items():
             sums[k] = sums.get(k, 0.0) + v
@@ -250,26 +240,23 @@ def _train_epoch(session: Session, source, epoch: int) -> None:
                 "loss": values["loss"], "learning_rate": float(run.learning_rate(at_step - 1)),
                 "samples_per_s": samples_per_s}, flush=False)
 
-    for batch in prefetch_to_device(batches, size=2):
-        session.rstate, metrics = session.train_step(session.rstate, batch)
+    for step_inputs in inputs:
+        session.rstate, metrics = session.train_step(session.rstate, *step_inputs)
         session.step += 1
         if pending is not None:
             check(*pending)
         pending = (metrics, session.step)
         bar.update(1)
-        every = config.checkpoint_every_steps
-        if session.stop_signal is not None or (every and session.step % every == 0
-                                               and session.step % spe):
+        # An epoch's last step is saved after its evaluation (the caller), a signal's stop too.
+        every, inside = config.checkpoint_every_steps, session.step % spe
+        stop = session.stop_signal is not None and inside
+        if stop or (every and session.step % every == 0 and inside):
             check(*pending)
             pending = None
-            session.save_latest()
-        if session.stop_signal is not None:
-            session.checkpoints.wait()
+            session.save()
+        if stop:
             bar.close()
-            name = signal.Signals(session.stop_signal).name
-            raise Interrupted(f"{name}: stopped at step {session.step} (epoch {epoch + 1}); the "
-                              f"checkpoint is saved in {session.workdir}: run the same command "
-                              f"to resume", session.stop_signal)
+            _stop(session, epoch)
         if session.on_step is not None:
             session.on_step(session.step)
     if pending is not None:
@@ -284,9 +271,18 @@ def _train_epoch(session: Session, source, epoch: int) -> None:
             "samples_per_s": count * config.batch_size / elapsed})
 
 
+def _stop(session: Session, epoch: int):
+    """After a signal: the checkpoint just saved reaches the disk, then `Interrupted`."""
+    session.checkpoints.wait()
+    name = signal.Signals(session.stop_signal).name
+    raise Interrupted(f"{name}: stopped at step {session.step} (epoch {epoch + 1}); the "
+                      f"checkpoint is saved in {session.checkpoints.root}: run the same command "
+                      f"to resume", session.stop_signal)
+
+
 def _evaluate(session: Session, source, epoch: int, *, record: bool = True) -> dict:
-    """Score the test split; log it and keep it as the best checkpoint if it is (record=False:
-    re-scoring a finished run records nothing new)."""
+    """Score the test split; log it and note whether it is the best so far, which the caller's
+    checkpoint of this step records (record=False: re-scoring a finished run records nothing)."""
     rstate, step = session.rstate, session.step
     variables = {"params": rstate.params, "batch_stats": rstate.batch_stats}
     start = time.perf_counter()
@@ -298,7 +294,6 @@ def _evaluate(session: Session, source, epoch: int, *, record: bool = True) -> d
     is_best = record and results["accuracy"] > session.best.accuracy
     if is_best:
         session.best = Best(results["accuracy"], step, epoch + 1)
-        session.checkpoints.save_best(unreplicate_to_host(rstate), session.best.meta(epoch + 1))
     best = session.best
     results.update(step=step, epoch=epoch + 1,
                    best={"accuracy": best.accuracy, "step": best.step, "epoch": best.epoch})

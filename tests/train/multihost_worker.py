@@ -42,9 +42,9 @@ def main(process_id: int, port: int, data_dir: str, out_dir: str) -> None:
              loss=np.asarray(jax.device_get(metrics["loss"]))[0])
 
     checkpoints = Checkpoints(os.path.join(out_dir, "workdir"))  # both processes take part
-    checkpoints.save_latest(host, {"epoch": 0})
+    checkpoints.save(host, {"epoch": 0})
     checkpoints.wait()
-    restored, _ = checkpoints.restore(run.state)
+    restored, _, _ = checkpoints.restore(run.state)
     checkpoints.close()
     assert int(restored.step) == 1
     jax.tree_util.tree_map(np.testing.assert_array_equal, restored.params, host.params)

@@ -23,7 +23,7 @@ def main(workdir: str, data_dir: str, kill_at: int) -> None:
     def on_step(step):
         if step == kill_at:
             deadline = time.time() + 60
-            while not (Path(workdir) / "checkpoints/latest/6").is_dir() and time.time() < deadline:
+            while not (Path(workdir) / "checkpoints/6").is_dir() and time.time() < deadline:
                 time.sleep(0.05)  # orbax renames the finished step directory into place
             os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no flush: a real crash
 

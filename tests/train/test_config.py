@@ -40,7 +40,7 @@ def test_bad_values_are_refused_naming_the_field():
         TrainConfig(optimizer="sgd")
     with pytest.raises(TrainConfigError, match=r"visual_backbone='c2d': expected one of \['resnet3d', 'c3d'\]"):
         TrainConfig(visual_backbone="c2d")
-    with pytest.raises(SystemExit):
+    with pytest.raises(TrainConfigError, match="precision='float16'"):  # one line, exit 1
         parse_args(["--workdir", "x", "--precision", "float16"])
 
 

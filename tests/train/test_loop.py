@@ -31,7 +31,9 @@ def test_run_writes_checkpoints_reports_and_results(smoke_run):
     assert all(np.isfinite(r["loss"]) and r["samples_per_s"] > 0 for r in records if r["kind"] == "train")
     checkpoints = Checkpoints(workdir, read_only=True)
     assert checkpoints.latest_step() == 10
-    assert checkpoints.latest_step("best") == saved["best"]["step"]
+    assert checkpoints.best_step() == saved["best"]["step"]
+    # the 3 newest steps (saved every 2 steps and at epoch ends) and the best one
+    assert checkpoints.steps() == sorted({6, 8, 10, saved["best"]["step"]})
     checkpoints.close()
 
 
@@ -70,7 +72,7 @@ def test_non_finite_loss_stops_keeping_the_last_good_checkpoint(synthetic_tiny, 
         train_and_evaluate(config, tmp_path, dataset=dataset, on_step=poison_after_epoch_1)
     checkpoints = Checkpoints(tmp_path, read_only=True)
     assert checkpoints.latest_step() == 5
-    state, _ = checkpoints.restore(_fresh_state(config, dataset))
+    state, _, _ = checkpoints.restore(_fresh_state(config, dataset))
     checkpoints.close()
     assert all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(state.params))
 
@@ -78,3 +80,34 @@ def test_non_finite_loss_stops_keeping_the_last_good_checkpoint(synthetic_tiny, 
 def _fresh_state(config, dataset):
     from pisa_jax.train.state import InputSpec, create_run
     return create_run(config, InputSpec.of_dataset(dataset)).state
+
+
+def test_data_on_device_run_stopped_mid_epoch_resumes_and_ends_like_the_host_run(
+        smoke_run, tmp_path):
+    """The splits in device memory (data_on_device=on, also on a CPU): stopped by SIGTERM in
+    epoch 2 and resumed, the run ends where the host-batch run ends (the same batches; float
+    differences of fusion only: a wrong batch would move parameters by ~lr)."""
+    import os
+    import signal
+
+    from pisa_jax.train import Interrupted
+    from pisa_jax.train.checkpoints import load_trained
+    config, reference_dir, reference = smoke_run
+    config = config.replace(data_on_device="on")
+
+    def stop_in_epoch_2(step):
+        if step == 7:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(Interrupted):
+        train_and_evaluate(config, tmp_path, on_step=stop_in_epoch_2)
+    checkpoints = Checkpoints(tmp_path, read_only=True)
+    assert checkpoints.latest_step() == 8   # saved at the step boundary after the signal
+    checkpoints.close()
+    results = train_and_evaluate(config, tmp_path)
+    _, ours = load_trained(tmp_path, "latest")
+    _, theirs = load_trained(reference_dir, "latest")
+    assert int(ours.step) == int(theirs.step) == 10
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5),
+                           ours.params, theirs.params)
+    assert results["num_samples"] == reference["num_samples"]

@@ -1,11 +1,14 @@
-"""Two processes on localhost joined by jax.distributed (CPU, gloo) train as one."""
+"""Two processes on localhost joined by jax.distributed (CPU, gloo) train as one, and stop
+when one of them dies."""
 import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 WORKER = Path(__file__).with_name("multihost_worker.py")
 
@@ -36,3 +39,41 @@ def test_two_processes_take_a_step_and_agree(synthetic_tiny, tmp_path):
     for name in first.files:
         np.testing.assert_array_equal(first[name], second[name], err_msg=name)
     assert np.isfinite(first["loss"])
+
+
+@pytest.mark.slow
+def test_a_dead_process_stops_the_others_with_a_clear_line(synthetic_tiny, tmp_path):
+    """Process 1 is killed mid-training: process 0 stops within a bounded time, naming the
+    cause in one line, instead of waiting for it forever."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    repo = Path(__file__).resolve().parents[2]
+    procs = [subprocess.Popen(
+        [sys.executable, str(repo / "train.py"), "--preset", "smoke", "--epochs", "3",
+         "--data_dir", str(synthetic_tiny.data_dir), "--workdir", str(tmp_path / "run"),
+         "--coordinator_address", f"127.0.0.1:{port}", "--num_processes", "2",
+         "--process_id", str(i)],   # --peer_timeout_s 60: hangs without dying are slower
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=repo)
+        for i in range(2)]
+    try:
+        for line in procs[0].stdout:   # only the lead process prints progress
+            if "epoch 1/3: step 2/5" in line:
+                procs[1].kill()
+                break
+        killed_at = time.monotonic()
+        out, err = procs[0].communicate(timeout=300)
+        waited = time.monotonic() - killed_at
+    finally:
+        for p in procs:
+            p.kill()
+    assert procs[0].returncode == 1, (waited, out[-1000:], err[-3000:])
+    # the next collective with the dead process fails, or it waits for it, and the watch of
+    # the processes' signs of life stops it after half of --peer_timeout_s (60 s)
+    assert waited < 45, waited
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and lines[0].startswith("error: process 0: "), err[-3000:]
+    assert ("lost contact with another process" in lines[0]
+            or "process 1 of this multi-host run has shown no sign of life for 30 s" in lines[0])
+    assert "Restart every process with the same command" in lines[0]
+    assert "Traceback" not in err and "Check failure" not in err
