@@ -29,3 +29,40 @@ def test_cli(smoke_run, tmp_path, capsys):
     assert "best checkpoint" in capsys.readouterr().out
     assert main(["--workdir", str(tmp_path)]) == 1
     assert "not a training workdir" in capsys.readouterr().err
+
+
+def test_a_read_only_workdir_still_shows_the_scores(smoke_run, tmp_path, capsys, caplog,
+                                                    monkeypatch):
+    import os
+    import shutil
+
+    from pisa_jax.train import reports
+    _, workdir, results = smoke_run
+    copy = tmp_path / "run"
+    shutil.copytree(workdir, copy, ignore=shutil.ignore_patterns("eval_*"))
+    for path in [copy, *copy.rglob("*")]:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    if os.geteuid() == 0:  # root writes through permission bits; a read-only mount refuses
+        def refuse(*args, **kwargs):
+            raise OSError(30, "Read-only file system")
+        monkeypatch.setattr(reports, "write_results", refuse)
+    try:
+        assert main(["--workdir", str(copy), "--checkpoint", "latest"]) == 1
+    finally:
+        for path in [copy, *copy.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    out, err = capsys.readouterr()
+    assert f"{copy} (latest checkpoint, step 10): test accuracy:" in out
+    assert err.strip() == (f"error: {copy}: cannot save the scores above into it (Read-only file "
+                           f"system); they are printed only") or "Permission denied" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (copy / "eval_latest.json").exists()
+    # orbax's "Given directory is read only" warning is for its read_only option, not used
+    assert not [r for r in caplog.records if "read only" in r.getMessage()]
+
+
+def test_a_batch_size_below_one_is_one_line(tmp_path, capsys):
+    for value in ("0", "-3"):
+        assert main(["--workdir", str(tmp_path), "--batch_size", value]) == 1
+        assert capsys.readouterr().err.strip() == (
+            f"error: --batch_size={value}: expected a positive number of samples")

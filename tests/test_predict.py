@@ -1,10 +1,13 @@
 """python -m pisa_jax.predict cuts a recording like the builder and scores each sample."""
+import subprocess
+
 import numpy as np
 import pytest
 
 from pisa_jax.data.dataset import open_dataset
 from pisa_jax.media.encode import write_video
-from pisa_jax.predict import PredictError, cut_samples, main, predict_recording
+from pisa_jax.predict import (PredictError, cut_samples, frame_rate_note, main,
+                              predict_recording, rate_to_match)
 from pisa_jax.train.state import InputSpec
 
 
@@ -71,3 +74,59 @@ def test_a_run_on_a_demo_config_cuts_recordings_as_that_config_stores_samples(
         j = int(sample["sample_idx"])
         np.testing.assert_array_equal(cut["samples"][j]["video"], sample["video"])
         np.testing.assert_array_equal(cut["samples"][j]["spectrogram"], sample["spectrogram"])
+
+
+def _spec(framerates=(15.0,)):
+    """The smoke run's input description (2 clips x 8 frames, 32 px), trained at 15 fps."""
+    return InputSpec(clips=2, clip_length=8, image_size=32, spectrogram_shape=(32, 32),
+                     num_classes=10, framerates=framerates)
+
+
+def test_sound_that_ends_early_is_an_error_naming_the_file_and_the_times(tmp_path, capsys):
+    from pisa_jax.media.decode import ffmpeg_exe
+    video = tmp_path / "short_audio.mp4"   # 10 s of picture, 3 s of sound
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i",
+                    "testsrc=duration=10:size=64x48:rate=15", "-f", "lavfi", "-i",
+                    "sine=frequency=440:duration=3", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+                    "-c:a", "aac", str(video)], check=True)
+    with pytest.raises(PredictError) as error:
+        cut_samples(str(video), _spec())
+    # samples of 16 frames at 15 fps: 0 and 1 end by 2.13 s, 2 to 8 would hear silence
+    assert str(error.value) == (
+        f"{video}: the sound ends at 3.00 s but the picture runs to 9.60 s: sample(s) 2-8 "
+        f"(2.13-9.60 s) would be scored on silence. Use a recording whose sound covers the "
+        f"picture, or cut it to the sound (ffmpeg -i IN -t 3.00 OUT)")
+
+
+def test_a_recording_at_another_frame_rate_is_resampled_to_the_training_rate(
+        tmp_path, write_coded_video):
+    from data_helpers import read_codes
+    video = str(write_coded_video(tmp_path / "fast.mp4", 64, 30.0))
+    cut = cut_samples(video, _spec())
+    assert (cut["recorded_fps"], cut["fps"]) == (30.0, 15.0)
+    np.testing.assert_allclose(cut["seconds"], [[0, 16 / 15], [16 / 15, 32 / 15]])
+    for j, sample in enumerate(cut["samples"]):   # every other frame: the same seconds
+        codes = read_codes(sample["video"].reshape(-1, 32, 32, 3))
+        assert codes.tolist() == list(range(32 * j, 32 * (j + 1), 2))
+    assert "resampled with ffmpeg from the recording's 30 fps to 15 fps" in frame_rate_note(
+        30.0, 15.0, (15.0,))
+    near = cut_samples(str(write_coded_video(tmp_path / "near.mp4", 32, 15.2)), _spec())
+    assert near["fps"] == near["recorded_fps"] == pytest.approx(15.2)   # within 3 %: as it is
+
+
+def test_the_training_rate_to_match(tmp_path):
+    pisa = (23.98, 24.0, 25.0, 29.97, 30.0)
+    assert rate_to_match(60.0, pisa) == 30.0          # several rates: the nearest
+    assert rate_to_match(29.97, pisa) is None and rate_to_match(12.0, pisa) == 23.98
+    assert rate_to_match(60.0, None) is None           # a run from before rates were recorded
+    note = frame_rate_note(60.0, 60.0, None)
+    assert "does not record the frame rate it was trained at" in note
+    (tmp_path / "inputs.json").write_text(   # an old run's inputs.json still loads
+        '{"clips": 2, "clip_length": 8, "image_size": 32, "spectrogram_shape": [32, 32], '
+        '"num_classes": 10}')
+    assert InputSpec.load(tmp_path).framerates is None
+
+
+def test_a_run_records_the_frame_rates_it_was_trained_at(smoke_run):
+    _, workdir, _ = smoke_run
+    assert InputSpec.load(workdir).framerates == (15.0,)

@@ -230,6 +230,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                             "(--skip_bad builds the rest):")
         # self.data_path is TFDS's temporary folder here: the list appears with the dataset.
         (self.data_path / SKIPPED_FILE).write_text(json.dumps(skipped, indent=1))
+        # The annotated frame rates of the videos stored: a sample spans frames, so a model
+        # trained on them expects recordings at these rates (predict resamples to them).
+        self.info.metadata["framerates"] = sorted({round(float(job.framerate), 3)
+                                                   for job in usable})
         generators = {}
         for split in splits:
             split_jobs = [job for job in usable if job.split == split]

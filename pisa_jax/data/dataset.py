@@ -92,6 +92,7 @@ class Dataset:
     spectrogram_shape: tuple[int, ...]    # (F, F) or (clips, F, F)
     num_classes: int = NUM_CLASSES
     annotated_frames: int | None = None   # recording frames a sample spans, if more than stored
+    framerates: tuple[float, ...] | None = None   # the videos' annotated rates (None: not recorded)
 
 
 def _open(builder, splits: dict[str, str], cache: bool | None) -> Dataset:
@@ -111,7 +112,14 @@ def _open(builder, splits: dict[str, str], cache: bool | None) -> Dataset:
     annotated = int(meta.get("annotated_frames", clips * length))  # absent before small configs
     return Dataset(path, sources["train"], sources["test"], clips, length,
                    int(meta["image_size"]), spec,
-                   annotated_frames=annotated if annotated != clips * length else None)
+                   annotated_frames=annotated if annotated != clips * length else None,
+                   framerates=_framerates(meta))
+
+
+def _framerates(meta) -> tuple[float, ...] | None:
+    """The builder records its videos' frame rates; datasets built before it did have none."""
+    rates = meta.get("framerates")
+    return None if not rates else tuple(float(r) for r in rates)
 
 
 def open_path(path: str | os.PathLike, *, train_split: str = "train", test_split: str = "test",
@@ -143,9 +151,40 @@ def open_dataset(config: str = "consecutive", data_dir: str | os.PathLike | None
     except (tfds.core.registered.DatasetNotFoundError, ValueError):
         builder = None
     if builder is None or not builder.is_prepared():
-        known = ", ".join(c.name for c in Builder.BUILDER_CONFIGS)
-        raise DataError([(os.path.join(data_dir, Builder.name, config),
-                          f"dataset config {config!r} is not built here; build it with "
-                          f"python -m data_builders.pisa --manual_dir <videos> --config <config> "
-                          f"--data_dir {data_dir} (configs: {known})")])
+        raise DatasetNotFoundError(os.path.join(data_dir, Builder.name, config),
+                                   _how_to_build(config, [c.name for c in Builder.BUILDER_CONFIGS],
+                                                 data_dir))
     return _open(builder, {"train": train_split, "test": test_split}, cache)
+
+
+class DatasetNotFoundError(DataError):
+    """A dataset config that is not built in the data directory, or is no config at all."""
+
+    def __init__(self, path: str | os.PathLike, problem: str):
+        super().__init__([(path, problem)])
+        self.args = (f"{os.fspath(path)}: {problem}",)  # one line, not DataError's list
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+    def __reduce__(self):
+        return (DatasetNotFoundError, self.problems[0])
+
+
+def _how_to_build(config: str, registered: list[str], data_dir: str) -> str:
+    """Why `config` cannot be opened, with the command that builds it (a config that exists)."""
+    build = f"python -m data_builders.pisa --manual_dir <your videos> --data_dir {data_dir}"
+    base = max((n for n in registered if config.startswith(n + "_")), key=len, default=None)
+    if config.startswith("synthetic_") and config in registered:
+        how = (f"train.py --dataset synthetic --dataset_config {config[len('synthetic_'):]} "
+               f"--data_dir {data_dir} builds it on first use")
+    elif config in registered:
+        how = f"build it with {build} --config {config}"
+    elif base is not None:  # <config>_<annotations file>: built from the user's annotations
+        how = (f"it is config {base} built from your annotations file "
+               f"{config[len(base) + 1:]}.json: {build} --config {base} --annotations <that file>")
+    else:
+        return (f"{config!r} is not a config of the pisa dataset builder: choose one of "
+                f"{', '.join(registered)} (or <config>_<annotations file> for one built from your "
+                f"own annotations)")
+    return f"dataset config {config!r} is not built here; {how}"

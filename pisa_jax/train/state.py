@@ -49,6 +49,10 @@ class InputSpec:
     # Frames of the recording one sample spans when the clips keep only some of them (the
     # builder's *_demo configs: 160); None: clips * clip_length consecutive frames.
     annotated_frames: int | None = None
+    # The frame rates (fps) of the training videos: a sample spans a number of frames, so it
+    # covers the same seconds only at these rates. None: a dataset or run from before they
+    # were recorded.
+    framerates: tuple[float, ...] | None = None
 
     @classmethod
     def of_dataset(cls, dataset) -> "InputSpec":
@@ -56,11 +60,13 @@ class InputSpec:
                    image_size=int(dataset.image_size),
                    spectrogram_shape=tuple(int(s) for s in dataset.spectrogram_shape),
                    num_classes=int(dataset.num_classes),
-                   annotated_frames=dataset.annotated_frames)
+                   annotated_frames=dataset.annotated_frames,
+                   framerates=getattr(dataset, "framerates", None))
 
     def save(self, workdir: str | Path) -> None:
         values = dataclasses.asdict(self)
         values["spectrogram_shape"] = list(self.spectrogram_shape)
+        values["framerates"] = None if self.framerates is None else list(self.framerates)
         path = Path(workdir) / INPUTS_FILE
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(values, indent=2) + "\n")
@@ -72,6 +78,8 @@ class InputSpec:
         try:
             values = json.loads(path.read_text())
             values["spectrogram_shape"] = tuple(values["spectrogram_shape"])
+            if values.get("framerates") is not None:
+                values["framerates"] = tuple(float(r) for r in values["framerates"])
             return cls(**values)
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise TrainConfigError(f"{path}: cannot read the input description of this run ({e})") from e
@@ -81,7 +89,8 @@ def skill_model(config: TrainConfig, num_classes: int, *, bn_axis_name: str | No
     """The SkillModel the config describes; bn_axis_name = the pmap axis inside the train step."""
     from pisa_jax.models import SkillModel
     visual_depth, aural_depth = config.depths
-    return SkillModel(visual_depth=visual_depth, aural_depth=aural_depth, num_classes=num_classes,
+    return SkillModel(visual_backbone=config.visual_backbone, visual_depth=visual_depth,
+                      aural_depth=aural_depth, num_classes=num_classes,
                       modalities=tuple(config.modalities), dropout=config.dropout,
                       hidden=config.hidden, visual_stem=config.visual_stem,
                       conv1_t_stride=config.conv1_t_stride, base_width=config.base_width,
@@ -163,11 +172,24 @@ class Run:
         return "multimodal" if len(modalities) > 1 else modalities[0]
 
 
+def check_clip_shape(config: TrainConfig, spec: InputSpec) -> None:
+    """C3D's five pools need clips of >= 16 frames of >= 16x16 (its fc6 then fits any size)."""
+    from pisa_jax.models.c3d import pool5_shape
+    clip = (spec.clip_length, spec.image_size, spec.image_size)
+    if ("visual" in config.modalities and config.visual_backbone == "c3d"
+            and min(pool5_shape(clip)) < 1):
+        raise TrainConfigError(
+            f"visual_backbone=c3d needs clips of at least 16 frames of 16x16 pixels; this "
+            f"dataset's clips are {clip[0]} frames of {clip[1]}x{clip[2]} (dataset "
+            f"{config.dataset}, config {config.dataset_config or 'default'})")
+
+
 def create_run(config: TrainConfig, spec: InputSpec, *, total_steps: int = 1) -> Run:
     """Model, optimiser and a randomly initialised state. total_steps: of the whole run, for a
     decaying learning-rate schedule. Pretrained backbones are applied by the caller
     (`pisa_jax.train.pretrained`), only when no checkpoint of the run is restored."""
     from pisa_jax.data.pipeline import BATCH_AXIS
+    check_clip_shape(config, spec)
     model = skill_model(config, spec.num_classes, bn_axis_name=BATCH_AXIS)
     eval_model = skill_model(config, spec.num_classes)
     variables = init_model_variables(eval_model, config.seed, *dummy_inputs(config.modalities, spec))

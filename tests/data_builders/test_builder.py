@@ -154,3 +154,9 @@ def test_help_lists_every_registered_config(capsys):
     for config in Builder.BUILDER_CONFIGS:
         assert f"\n  {config.name} " in out
     assert " 2 x 8  @  32px  32        Paper layout: one spectrogram per sample, consecutive" in out
+
+
+def test_the_dataset_records_the_frame_rates_of_its_videos(synthetic_tiny):
+    """A sample spans frames: the rates say which seconds it covers (predict matches them)."""
+    from pisa_jax.data.dataset import open_dataset
+    assert open_dataset("synthetic_tiny", synthetic_tiny.data_dir).framerates == (15.0,)
