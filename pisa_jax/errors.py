@@ -27,7 +27,7 @@ class DataError(UserError):
         # Sorted (numbers by value: "record 2" before "record 10"), so that a build over several
         # workers lists its problems in the same order every time.
         self.problems = sorted(((os.fspath(path), problem) for path, problem in problems),
-                               key=lambda item: (_natural(item[0]), item[1]))
+                               key=lambda item: (_natural(item[0]), _natural(item[1])))
         self.header = header or f"{len(self.problems)} problem(s) with the input data:"
         lines = [self.header] + [f"  {path}: {problem}" for path, problem in self.problems]
         super().__init__("\n".join(lines))

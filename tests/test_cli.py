@@ -1,5 +1,7 @@
-"""What every command shares: its parser's name."""
+"""What every command shares: its parser's name, one-line errors, no abbreviated flags."""
 import sys
+
+import pytest
 
 from pisa_jax import cli
 
@@ -28,3 +30,30 @@ def test_run_turns_user_errors_into_one_line_and_keeps_exit_statuses(capsys):
     assert cli.run(stopped, []) == 130
     assert "Traceback" not in capsys.readouterr().err
     assert cli.run(lambda argv: None, []) == 0 and cli.run(lambda argv: 3, []) == 3
+
+
+# Every command refuses abbreviated flags: with abbreviations `--lr -1` would silently mean
+# `--lr_schedule -1`, and a typo would change what runs instead of stopping it. (module with
+# main, argv with an abbreviated flag, the abbreviation); each abbreviation is the prefix of
+# exactly one flag, so argparse with abbreviations on would accept it.
+ABBREVIATED = [
+    ("pisa_jax.train.flags", ["--lr", "-1", "--workdir", "{tmp}/run"], "--lr"),
+    ("pisa_jax.evaluate", ["--workdir", "{tmp}/run", "--check", "latest"], "--check"),
+    ("pisa_jax.predict", ["{tmp}/video.mp4", "--workdir", "{tmp}/run", "--check", "latest"],
+     "--check"),
+    ("pisa_jax.convert.cli", ["--arch", "r2d18", "--source", "torchvision", "--num_class", "10",
+                              "{tmp}/in.pth", "{tmp}/out"], "--num_class"),
+    ("data_builders.pisa.__main__", ["--manual_dir", "{tmp}/videos", "--skip"], "--skip"),
+]
+
+
+@pytest.mark.parametrize("module, argv, abbreviation", ABBREVIATED,
+                         ids=["train", "evaluate", "predict", "convert", "build"])
+def test_abbreviated_flags_are_refused(module, argv, abbreviation, tmp_path, capsys):
+    import importlib
+    main = importlib.import_module(module).main
+    with pytest.raises(SystemExit) as exit_info:
+        main([a.format(tmp=tmp_path) for a in argv])
+    assert exit_info.value.code == 2
+    assert f"unrecognized arguments: {abbreviation}" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # nothing ran
