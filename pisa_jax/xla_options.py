@@ -38,7 +38,12 @@ def cpu_compiler_options() -> dict[str, object]:
     any other backend. Starts the backend if none is running yet."""
     if jax.default_backend() != "cpu":
         return {}
-    return {name: value for name, value in CPU_OPTIONS.items() if _accepted(name, value)}
+    return accepted_options(CPU_OPTIONS)
+
+
+def accepted_options(options: dict[str, object]) -> dict[str, object]:
+    """The entries of `options` (any backend's) that this jaxlib's compiler accepts."""
+    return {name: value for name, value in options.items() if _accepted(name, value)}
 
 
 @functools.lru_cache(maxsize=None)

@@ -7,6 +7,8 @@ import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# The commands under test would otherwise fill the user's compilation cache (~/.cache/pisa_jax).
+os.environ.setdefault("PISA_JAX_COMPILATION_CACHE", "off")
 
 import importlib.util  # noqa: E402
 import json  # noqa: E402

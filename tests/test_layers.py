@@ -1,9 +1,12 @@
 """The data flows one way: no module imports from a layer above its own.
 
 Layers, lowest first (a module may import its own package and any lower layer):
-  0  pisa_jax (the package root), pisa_jax.errors, pisa_jax.cli, pisa_jax.xla_options
+  0  pisa_jax (the package root), pisa_jax.errors, pisa_jax.cli, pisa_jax.xla_options,
+     pisa_jax.compile_cache
   1  pisa_jax.media (decoding, spectrograms) | pisa_jax.models
   2  data_builders (the TFDS builder)        | pisa_jax.convert (PyTorch weights)
+     | pisa_jax.reference (PyTorch models for parity tests and benchmarks: no project module
+       imports it)
   3  pisa_jax.data (opening a built dataset, the input pipeline)
   4  pisa_jax.train
   5  the commands on top: pisa_jax.evaluate, .predict, .reproduce, .experiments, .api, train.py
@@ -15,9 +18,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [
-    ["pisa_jax.errors", "pisa_jax.cli", "pisa_jax.xla_options", "pisa_jax"],
+    ["pisa_jax.errors", "pisa_jax.cli", "pisa_jax.xla_options", "pisa_jax.compile_cache",
+     "pisa_jax"],
     ["pisa_jax.media", "pisa_jax.models"],
-    ["data_builders", "pisa_jax.convert"],
+    ["data_builders", "pisa_jax.convert", "pisa_jax.reference"],
     ["pisa_jax.data"],
     ["pisa_jax.train"],
     ["pisa_jax.evaluate", "pisa_jax.predict", "pisa_jax.reproduce", "pisa_jax.experiments",
@@ -90,6 +94,16 @@ def _project_files():
 
 def test_no_module_imports_from_a_higher_layer():
     assert violations(_project_files()) == []
+
+
+def test_no_project_module_imports_the_pytorch_reference():
+    """Training, evaluation and prediction never need PyTorch: only tests and benchmarks use
+    pisa_jax.reference."""
+    found = [f"{path.relative_to(ROOT)}:{line}" for path in _project_files()
+             if not _module_name(path).startswith("pisa_jax.reference")
+             for line, imported in _imports(path, _module_name(path))
+             if imported == "pisa_jax.reference" or imported.startswith("pisa_jax.reference.")]
+    assert found == []
 
 
 def test_every_project_module_has_a_layer():

@@ -105,6 +105,15 @@ def _assemble(source: SampleSource, rows: np.ndarray, flips: np.ndarray | None,
     return {k: v.reshape(num_devices, per_device, *v.shape[1:]) for k, v in batch.items()}
 
 
+def epoch_order(num_samples: int, seed: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    """The training order of an epoch (a permutation of the sample indices, int64 [n]) and each
+    sample's horizontal flip (bool [n], indexed by sample): functions of (seed, epoch) only.
+    Both input paths (batches from the host, or gathered on the device) use these."""
+    order = np.random.default_rng([seed, epoch]).permutation(num_samples)
+    flips = np.random.default_rng([seed, epoch, 1]).integers(0, 2, num_samples).astype(bool)
+    return order, flips
+
+
 def train_batches(source: SampleSource, *, global_batch_size: int, num_local_devices: int,
                   seed: int, epoch: int, start_step: int = 0, process_index: int | None = None,
                   process_count: int | None = None, flip: bool = True) -> Iterator[dict]:
@@ -116,8 +125,7 @@ def train_batches(source: SampleSource, *, global_batch_size: int, num_local_dev
     process_index, process_count = _hosts(process_index, process_count)
     per_host = _rows_per_host(global_batch_size, process_count, num_local_devices)
     n = len(source)
-    order = np.random.default_rng([seed, epoch]).permutation(n)
-    flips = np.random.default_rng([seed, epoch, 1]).integers(0, 2, n).astype(bool)
+    order, flips = epoch_order(n, seed, epoch)
     for step in range(start_step, steps_per_epoch(n, global_batch_size)):
         rows = order[step * global_batch_size:(step + 1) * global_batch_size]
         rows = rows[process_index * per_host:(process_index + 1) * per_host]

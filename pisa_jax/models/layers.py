@@ -16,6 +16,8 @@ from jax import lax
 
 from pisa_jax.models.lowering import check_lowering, convolve
 
+# The stems' RGB input is zero-padded to this many channels in bf16 (TorchConv.min_input_channels).
+BF16_STEM_CHANNELS = 8
 # Hara and torchvision both initialise convolutions with kaiming_normal(mode="fan_out", relu).
 KAIMING_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
@@ -43,6 +45,9 @@ class TorchConv(nn.Module):
     parameters nn.Conv would have (`kernel` [*k, I, O], `bias` [O], float32, same initialisers).
 
     lowering: how a 3D convolution is computed (see `pisa_jax.models.lowering`); ignored for 2D.
+    min_input_channels: an input with fewer channels is padded with zero channels up to this
+    many, and the kernel with zero weights (the result is the same; the parameters keep their
+    shape): bf16 convolution kernels of GPUs want channel counts that are multiples of 8.
     x: [N, *spatial, I] -> [N, *spatial_out, features] in `dtype`.
     """
     features: int
@@ -52,6 +57,7 @@ class TorchConv(nn.Module):
     use_bias: bool = False
     dtype: Any = jnp.float32
     lowering: str = "native"
+    min_input_channels: int = 0
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -60,20 +66,25 @@ class TorchConv(nn.Module):
         bias = (self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
                 if self.use_bias else None)
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        missing = self.min_input_channels - x.shape[-1]
+        if missing > 0:
+            x = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, missing)])
+            kernel = jnp.pad(kernel, [(0, 0)] * (kernel.ndim - 2) + [(0, missing), (0, 0)])
         y = convolve(x, kernel, self.strides, self.padding, self.lowering)
         return y if bias is None else y + bias
 
 
 def torch_conv(features: int, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int],
-               *, dtype: Any, name: str, use_bias: bool = False,
-               lowering: str = "native") -> TorchConv:
+               *, dtype: Any, name: str, use_bias: bool = False, lowering: str = "native",
+               min_input_channels: int = 0) -> TorchConv:
     """A convolution padded exactly like `torch.nn.ConvNd(..., padding=padding, bias=use_bias)`.
 
     lowering: one of `lowering.CONV_LOWERINGS`, how a 3D convolution is computed; parameters are the same.
     """
     check_lowering(lowering)
     return TorchConv(features, tuple(kernel), tuple(stride), tuple(padding), use_bias=use_bias,
-                     dtype=dtype, lowering=lowering, name=name)
+                     dtype=dtype, lowering=lowering, min_input_channels=min_input_channels,
+                     name=name)
 
 
 def torch_batch_norm(train: bool, *, dtype: Any, axis_name: str | None, name: str) -> nn.BatchNorm:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import shlex
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from pisa_jax import cli
 from pisa_jax.reproduce.experiments import EXPERIMENTS
@@ -83,12 +82,11 @@ def _device() -> str:
 
 
 def share_compilations(workdir: str) -> None:
-    """The seeds of a cell compile identical programs: JAX's persistent compilation cache
-    (<workdir>/.jax_cache, unless one is configured) compiles each once per sweep. It takes
+    """The seeds of a cell compile identical programs: JAX's persistent compilation cache (the
+    training commands' one, `pisa_jax.compile_cache`) compiles each once per sweep. It takes
     effect only before the process has compiled anything (a fresh command)."""
-    import jax
-    if not jax.config.jax_compilation_cache_dir:
-        jax.config.update("jax_compilation_cache_dir", str(Path(workdir).absolute() / ".jax_cache"))
+    from pisa_jax.compile_cache import describe, enable_compilation_cache
+    print(describe(enable_compilation_cache()), flush=True)
 
 
 def run_sweep(runs, *, log=print) -> list[str]:

@@ -5,6 +5,10 @@ global batch. Gradients, BatchNorm statistics and metrics are averaged over the 
 also synchronise BatchNorm batch statistics in the forward pass via bn_axis_name), so all
 replicas stay identical and one step equals a single-device step on the whole global batch.
 Both steps take the batch as the pipeline gives it (uint8 video) and normalise it on the device.
+With the data on the device (`data_on_device=True`, see `pisa_jax.data.on_device`) they take the
+whole split instead and gather their rows there: the same batches, nothing copied per step.
+The steps are `data_parallel` functions (pmap's contract, compiled with the project's XLA
+options), so every command that trains, evaluates or predicts gets the same compile.
 """
 from __future__ import annotations
 
@@ -16,9 +20,12 @@ import numpy as np
 import optax
 from jax import lax
 
+from pisa_jax.data.on_device import DeviceSplit, gather_batch
 from pisa_jax.data.pipeline import BATCH_AXIS as AXIS
-from pisa_jax.data.pipeline import NORMALIZATION, eval_batches, prefetch_to_device, prepare_inputs
+from pisa_jax.data.pipeline import (NORMALIZATION, eval_batches, prefetch_to_device,
+                                    prepare_inputs, train_batches)
 from pisa_jax.train.config import TrainConfig
+from pisa_jax.train.data_parallel import data_parallel
 from pisa_jax.train.distributed import unreplicate_to_host
 from pisa_jax.train.state import DTYPES, TrainState
 
@@ -66,12 +73,17 @@ def _reduced_metrics(logits, losses, labels, mask, loss_weights) -> dict[str, ja
 
 
 def make_train_step(model, tx: optax.GradientTransformation, config: TrainConfig, *,
-                    loss_weights: dict[str, float] | None = None):
-    """pmap'd (state, batch) -> (state, metrics); the state is donated.
+                    loss_weights: dict[str, float] | None = None, data_on_device: bool = False,
+                    compiler_options: dict | None = None):
+    """Data-parallel (state, batch) -> (state, metrics); the state is donated.
 
     batch (per device): video uint8 [b, clips, T, H, W, 3], spectrogram [b, H, W] or
     [b, clips, H, W], label int32 [b], mask bool [b]. loss_weights default to 1 for every head
     (the paper's sum of three cross-entropies); the tests use them to isolate one head.
+    data_on_device: the step is (state, arrays, plan) -> (state, metrics) instead, with a
+    DeviceSplit's arrays and its epoch's train_plan; it takes the rows of step
+    `state.step % steps_per_epoch` for its device. compiler_options: instead of the project's
+    (`data_parallel`; benchmarks compare them).
     """
     weights = {h: 1.0 for h in HEADS}
     weights.update(loss_weights or {})
@@ -102,13 +114,22 @@ def make_train_step(model, tx: optax.GradientTransformation, config: TrainConfig
                                   batch_stats=batch_stats, opt_state=opt_state)
         return new_state, _reduced_metrics(logits, losses, labels, mask, weights)
 
-    return jax.pmap(step, axis_name=AXIS, donate_argnums=(0,))
+    if not data_on_device:
+        return data_parallel(step, donate_argnums=(0,), compiler_options=compiler_options)
+
+    def step_on_device_data(state: TrainState, arrays: dict, plan: dict):
+        index = (state.step % plan["rows"].shape[0], lax.axis_index(AXIS))
+        return step(state, gather_batch(arrays, plan["rows"][index], plan["flip"][index]))
+
+    return data_parallel(step_on_device_data, replicated_argnums=(1, 2), donate_argnums=(0,),
+                         compiler_options=compiler_options)
 
 
-def make_eval_step(model, config: TrainConfig):
-    """pmap'd (variables, batch) -> class probabilities of each head, labels and mask of the
-    *global* batch ([global_devices, b, ...] on every device, gathered so that every host can
-    score the whole test split)."""
+def make_eval_step(model, config: TrainConfig, *, data_on_device: bool = False):
+    """Data-parallel (variables, batch) -> class probabilities of each head, labels and mask of
+    the *global* batch ([global_devices, b, ...] on every device, gathered so that every host
+    can score the whole test split). data_on_device: (variables, arrays, rows, mask) instead,
+    with a DeviceSplit's arrays and one of its eval_inputs."""
 
     def step(variables: dict, batch: dict):
         video, spectrogram = _model_inputs(_prepare(batch, config), config.modalities)
@@ -118,7 +139,13 @@ def make_eval_step(model, config: TrainConfig):
         return lax.all_gather({"probs": probs, "label": batch["label"],
                                "video_id": batch["video_id"], "mask": batch["mask"]}, AXIS)
 
-    return jax.pmap(step, axis_name=AXIS)
+    if not data_on_device:
+        return data_parallel(step)
+
+    def step_on_device_data(variables: dict, arrays: dict, rows, mask):
+        return step(variables, gather_batch(arrays, rows, mask=mask))
+
+    return data_parallel(step_on_device_data, replicated_argnums=(1,))
 
 
 class SplitPredictions(NamedTuple):
@@ -128,16 +155,43 @@ class SplitPredictions(NamedTuple):
     video_ids: np.ndarray          # int64 [n]: the recording each sample is cut from (-1: none)
 
 
+def train_step_inputs(source, config: TrainConfig, *, epoch: int, start_step: int = 0):
+    """What the train step takes after the state, for each step of an epoch from `start_step`:
+    (batch,) prefetched from the host, or (arrays, plan) when `source` is a DeviceSplit (the
+    step then picks its rows by its step number)."""
+    if isinstance(source, DeviceSplit):
+        plan = source.train_plan(global_batch_size=config.batch_size, seed=config.seed,
+                                 epoch=epoch, flip=config.flip)
+        for _ in range(start_step, plan["rows"].shape[0]):
+            yield source.arrays, plan
+        return
+    batches = train_batches(source, global_batch_size=config.batch_size,
+                            num_local_devices=jax.local_device_count(), seed=config.seed,
+                            epoch=epoch, start_step=start_step, flip=config.flip)
+    for batch in prefetch_to_device(batches, size=2):
+        yield (batch,)
+
+
+def _eval_step_inputs(source, global_batch_size: int):
+    if isinstance(source, DeviceSplit):
+        for rows, mask in source.eval_inputs(global_batch_size):
+            yield source.arrays, rows, mask
+        return
+    batches = eval_batches(source, global_batch_size=global_batch_size,
+                           num_local_devices=jax.local_device_count())
+    for batch in prefetch_to_device(batches, size=2):
+        yield (batch,)
+
+
 def predict_split(eval_step, variables, source, *, global_batch_size: int) -> SplitPredictions:
     """Class probabilities of each head for every sample of `source`, in order.
 
-    eval_step: from make_eval_step; variables: replicated {"params", "batch_stats"}."""
-    batches = eval_batches(source, global_batch_size=global_batch_size,
-                           num_local_devices=jax.local_device_count())
+    eval_step: from make_eval_step (with data_on_device=True if `source` is a DeviceSplit);
+    variables: replicated {"params", "batch_stats"}."""
     probs, labels, video_ids = {}, [], []
-    for batch in prefetch_to_device(batches, size=2):
+    for inputs in _eval_step_inputs(source, global_batch_size):
         # every device holds the all-gathered global batch: read the first: [global_devices, b, ...]
-        out = unreplicate_to_host(eval_step(variables, batch))
+        out = unreplicate_to_host(eval_step(variables, *inputs))
         keep = out["mask"].reshape(-1)
         labels.append(out["label"].reshape(-1)[keep])
         video_ids.append(out["video_id"].reshape(-1)[keep])
