@@ -95,6 +95,16 @@ def _writer(directory: Path) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(directory.absolute(), options=options, item_handlers=_handlers())
 
 
+class _DamagedReadFilter(logging.Filter):
+    """asyncio's "Future exception was never retrieved" for the other reads of a damaged step,
+    which fail after the first failure has been reported (at garbage collection, or exit)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (record.getMessage().startswith("Future exception was never retrieved")
+                    and isinstance(error, ValueError) and "Error reading" in str(error))
+
+
 def _quiet_closed_loop_callbacks() -> None:
     """After a failed read of damaged data, the storage library's outstanding reads still call
     back into orbax's event loop, which is closed by then; Python would print each refusal as a
@@ -102,6 +112,7 @@ def _quiet_closed_loop_callbacks() -> None:
     previous = sys.unraisablehook
     if getattr(previous, "_pisa_jax_quiet", False):
         return
+    logging.getLogger("asyncio").addFilter(_DamagedReadFilter())
 
     def hook(unraisable):
         error = unraisable.exc_value
