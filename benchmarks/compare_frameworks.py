@@ -15,7 +15,9 @@ for the JAX step (the same network) divided by each variant's time.
 
     python benchmarks/compare_frameworks.py --batch_size 2 --clips 2 --spectrogram_size 224 --steps 5
     python benchmarks/compare_frameworks.py --batch_size 32 --precision bfloat16   # on a GPU
-    python benchmarks/compare_frameworks.py ... --jax_variants auto,auto:xla_defaults
+    python benchmarks/compare_frameworks.py ... --jax_variants auto:xla_defaults,native
+    python benchmarks/compare_frameworks.py ... --torch_variants none \
+        --jax_variants native:xla_gpu_force_conv_nhwc=true,stacked,taps   # JAX choices only
 
 The flags of benchmarks/train_step.py apply; --append_rows FILE adds the table's rows (with the
 configuration) to FILE, which benchmarks/gpu_suite.sh collects into one table.
@@ -27,6 +29,8 @@ import os
 # PyTorch's OpenMP threads spin while idle by default; in one process with XLA's thread pool
 # both then starve each other. Set before torch (libgomp) loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# PyTorch shares the GPU with JAX here: JAX must not reserve most of its memory up front.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import argparse  # noqa: E402
 import copy  # noqa: E402
@@ -37,6 +41,7 @@ import jax  # noqa: E402
 from jax_step import (JaxStep, add_step_flags, flops_text, median, random_samples,  # noqa: E402
                       time_interleaved)
 from pisa_jax.data.pipeline import NORMALIZATION  # noqa: E402
+from pisa_jax.models.lowering import CONV_LOWERINGS  # noqa: E402
 
 TORCH_VARIANT_PARTS = ("eager", "compile", "bf16", "cl3d")
 
@@ -49,9 +54,9 @@ def parse_args():
                    help="comma-separated, e.g. eager,compile,eager+bf16,compile+bf16+cl3d; "
                         "auto: see above; none: JAX only")
     p.add_argument("--jax_variants", default="",
-                   help="extra JAX steps, comma-separated LOWERING[:xla_defaults], e.g. "
-                        "auto:xla_defaults,native (the first row is always --conv_lowering with "
-                        "the project's options)")
+                   help="extra JAX steps, comma-separated LOWERING[:xla_defaults][:NAME=VALUE]"
+                        "..., e.g. auto:xla_defaults,native:xla_gpu_force_conv_nhwc=true (the "
+                        "first row is always --conv_lowering with the project's options)")
     p.add_argument("--append_rows", default=None, metavar="FILE",
                    help="append the table rows, prefixed with the configuration, to FILE")
     return p.parse_args()
@@ -124,11 +129,34 @@ def build_torch(args, config, names):
 
 
 def jax_variant_args(args, variant: str):
-    lowering, _, extra = variant.partition(":")
+    """args for one --jax_variants entry: LOWERING[:xla_defaults][:NAME=VALUE]..."""
+    lowering, *extras = variant.split(":")
     changed = copy.copy(args)
     changed.conv_lowering = lowering or args.conv_lowering
-    changed.xla_defaults = extra == "xla_defaults"
+    changed.xla_defaults = "xla_defaults" in extras
+    changed.xla_option = list(args.xla_option) + [e for e in extras if "=" in e]
+    unknown = [e for e in extras if e != "xla_defaults" and "=" not in e]
+    if unknown or changed.conv_lowering not in CONV_LOWERINGS:
+        raise SystemExit(f"error: --jax_variants: cannot read {variant!r}")
     return changed
+
+
+def build_jax(args) -> dict:
+    """name -> JaxStep, or the one-line error that kept it from compiling (e.g. out of
+    memory), so the other variants still run."""
+    first = f"jax {args.conv_lowering}{':xla_defaults' if args.xla_defaults else ''}"
+    variants = [(first, args)] + [
+        (f"jax {v}", jax_variant_args(args, v))
+        for v in filter(None, (v.strip() for v in args.jax_variants.split(",")))]
+    steps = {}
+    for name, variant_args in variants:
+        try:
+            steps[name] = JaxStep(variant_args)
+            print(f"compiled {name} in {steps[name].compile_s:.1f} s", flush=True)
+        except Exception as error:  # noqa: BLE001 - reported in the table
+            steps[name] = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:120]}"
+            print(f"{name} failed: {steps[name]}", flush=True)
+    return steps
 
 
 def guarded(name, run):
@@ -148,12 +176,11 @@ def guarded(name, run):
 
 def main():
     args = parse_args()
-    first = f"jax {args.conv_lowering}{':xla_defaults' if args.xla_defaults else ''}"
-    jax_steps = {first: JaxStep(args)}
-    for variant in filter(None, (v.strip() for v in args.jax_variants.split(","))):
-        jax_steps[f"jax {variant}"] = JaxStep(jax_variant_args(args, variant))
-    for name, step in jax_steps.items():
-        print(f"compiled {name} in {step.compile_s:.1f} s", flush=True)
+    built = build_jax(args)
+    first = next(iter(built))
+    jax_steps = {name: step for name, step in built.items() if not isinstance(step, str)}
+    if first not in jax_steps:
+        raise SystemExit(f"error: the JAX step did not compile: {built[first]}")
     main_step = jax_steps[first]
     device = main_step.devices[0]
     names = torch_variants(args, device.platform == "gpu")
@@ -178,7 +205,8 @@ def main():
           + (f", torch {torch_version} on {torch_device}" if torch_version else ""))
     header = ("| variant | ms/step | samples/s | s per 516-sample epoch | model FLOP/s | "
               "its time / JAX's |")
-    rows = []
+    rows = [f"| {name} | failed: {error} | | | | |" for name, error in built.items()
+            if isinstance(error, str)]
     for name, values in times.items():
         if states[name]["error"]:
             rows.append(f"| {name} | failed: {states[name]['error']} | | | | |")

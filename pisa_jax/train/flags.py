@@ -140,10 +140,12 @@ def _main(argv: Sequence[str] | None = None) -> int:
     from pisa_jax.train.distributed import initialize
     initialize(args.coordinator_address, args.num_processes, args.process_id,
                timeout_s=args.peer_timeout_s)
+    from pisa_jax.compile_cache import describe, enable_compilation_cache
     from pisa_jax.train.distributed import watch_peers
     from pisa_jax.train.loop import Interrupted, PeerLostError, train_and_evaluate
     stop_watching = watch_peers(args.peer_timeout_s, _stop_now)
     print(f"workdir: {args.workdir}", flush=True)
+    print(describe(enable_compilation_cache()), flush=True)  # before anything is compiled
     try:
         train_and_evaluate(args.config, args.workdir, override_config=args.override_config,
                            restart=args.restart)

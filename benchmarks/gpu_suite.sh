@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# The GPU benchmark matrix in one command, printing one markdown table for the README.
+#
+#   benchmarks/gpu_suite.sh [OUT_DIR]        # on one GPU; the table is also in OUT_DIR/gpu_suite.md
+#   PISA_SUITE_TINY=1 benchmarks/gpu_suite.sh   # tiny shapes: a dry run on a CPU
+#
+# In order of importance, each item a fresh process (its own GPU memory):
+#   1. bf16 vs float32 3D convolutions and the whole forward pass (benchmarks/bf16_check.py):
+#      some cuDNN 9.10-9.15 releases compute wrong bf16 3D convolutions;
+#   2. R18-3D + R18-2D, batch 32, bf16 and float32: the JAX step next to PyTorch eager,
+#      torch.compile, each with channels_last_3d (bf16 rows under autocast), cudnn.benchmark on;
+#   3. JAX's choices at that setting: the conv lowering (native, stacked, taps) and the layout
+#      flag --xla_gpu_force_conv_nhwc;
+#   4. R50-3D + R50-2D and C3D + R18-2D at batch 32, then all three at batch 4, bf16 and float32,
+#      JAX next to PyTorch eager and eager + channels_last_3d (torch.compile only in item 2:
+#      each of its compilations takes a minute).
+# Paper shapes: 10 clips x 16 x 112 x 112 per sample, 224x224 spectrograms, full width, 10 timed
+# steps per variant after a warm-up, interleaved. An item that would start after
+# PISA_SUITE_BUDGET_S seconds (default 570) is listed as skipped, so the suite ends within 10
+# minutes (0: no limit, the whole matrix). Compiled JAX programs are cached
+# (JAX_COMPILATION_CACHE_DIR, default ~/.cache/pisa_jax/jax_cache): a second run compiles less.
+# Needs JAX (CUDA), flax, optax, orbax, PyTorch and torchvision; nothing else.
+set -u
+cd "$(dirname "$0")/.."
+REPO=$PWD
+OUT=${1:-/tmp/pisa_gpu_suite_$(date +%Y%m%d_%H%M%S)}
+mkdir -p "$OUT"
+BUDGET=${PISA_SUITE_BUDGET_S:-570}
+START=$(date +%s)
+ROWS=$OUT/rows.md
+CHOICES=$OUT/choices.md
+CHECK=$OUT/bf16_check.md
+LOG=$OUT/log.txt
+: > "$ROWS"; : > "$CHOICES"; : > "$CHECK"; : > "$LOG"; SKIPPED=()
+export PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH}
+export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$HOME/.cache/pisa_jax/jax_cache}
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-3}
+
+if [ "${PISA_SUITE_TINY:-0}" = "1" ]; then
+  SHAPES=(--clips 1 --clip_length 16 --image_size 32 --spectrogram_size 32 --base_width 4 --steps 2)
+  CHECK_ARGS=(--clips 2 --tiny)
+  TORCH_FULL=${PISA_SUITE_TORCH_FULL:-eager,eager+cl3d}   # torch.compile takes minutes on a CPU
+  TORCH_LIGHT=${PISA_SUITE_TORCH_LIGHT:-eager}
+else
+  SHAPES=(--clips 10 --clip_length 16 --image_size 112 --spectrogram_size 224 --base_width 64 --steps 10)
+  CHECK_ARGS=(--clips 32)
+  TORCH_FULL=${PISA_SUITE_TORCH_FULL:-eager,compile,eager+cl3d,compile+cl3d}
+  TORCH_LIGHT=${PISA_SUITE_TORCH_LIGHT:-eager,eager+cl3d}
+fi
+
+in_budget() {  # $1: item name; false (and recorded) once the budget is spent
+  local elapsed=$(( $(date +%s) - START ))
+  if [ "$BUDGET" != "0" ] && [ "$elapsed" -ge "$BUDGET" ]; then
+    SKIPPED+=("$1"); return 1
+  fi
+  echo "[$elapsed s] $1" | tee -a "$LOG"
+}
+
+with_precision() {  # torch variant list for a precision: +bf16 after eager/compile in bf16
+  if [ "$1" = "bfloat16" ]; then echo "$2" | sed -E 's/(eager|compile)/\1+bf16/g'; else echo "$2"; fi
+}
+
+compare() {  # $1 item name, $2 rows file, rest: compare_frameworks flags
+  local name=$1 rows=$2; shift 2
+  in_budget "$name" || return 0
+  python benchmarks/compare_frameworks.py "${SHAPES[@]}" "$@" --append_rows "$rows" >> "$LOG" 2>&1 \
+    || echo "| $name | failed (exit $?), see $LOG | | | | | |" >> "$rows"
+}
+
+# 1. bf16 correctness on this device
+if in_budget "bf16 check"; then
+  python benchmarks/bf16_check.py "${CHECK_ARGS[@]}" > "$CHECK" 2>> "$LOG" \
+    || echo "(bf16_check.py exited with $?: see above and $LOG)" >> "$CHECK"
+fi
+
+# 2. the target setting, every PyTorch variant
+for precision in bfloat16 float32; do
+  compare "r18+r18 b32 $precision" "$ROWS" --depths 18,18 --batch_size 32 --precision $precision \
+    --torch_variants "$(with_precision $precision "$TORCH_FULL")"
+done
+
+# 3. JAX's own choices at the target setting (no PyTorch: the rows compare with JAX's default)
+compare "r18+r18 b32 bf16: JAX lowering and layout" "$CHOICES" --depths 18,18 --batch_size 32 \
+  --precision bfloat16 --torch_variants none \
+  --jax_variants native:xla_gpu_force_conv_nhwc=true,stacked,taps,stacked:xla_gpu_force_conv_nhwc=true
+
+# 4. the rest of the matrix
+for batch in 32 4; do
+  for model in "--depths 50,50" "--visual_backbone c3d --depths 18,18" "--depths 18,18"; do
+    [ "$batch" = "32" ] && [ "$model" = "--depths 18,18" ] && continue   # item 2
+    for precision in bfloat16 float32; do
+      # shellcheck disable=SC2086  # $model holds two flags
+      compare "$model b$batch $precision" "$ROWS" $model --batch_size $batch --precision $precision \
+        --torch_variants "$(with_precision $precision "$TORCH_LIGHT")"
+    done
+  done
+done
+
+ELAPSED=$(( $(date +%s) - START ))
+DEVICE=$(python -c "import jax; d = jax.devices()[0]; print(f'{d.device_kind} ({d.platform})')" 2>/dev/null)
+VERSIONS=$(python -c "import jax, torch; print(f'jax {jax.__version__}, torch {torch.__version__}, CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}')" 2>/dev/null)
+{
+  echo "### GPU suite: $DEVICE, $VERSIONS, $(date -u +%Y-%m-%d), ${ELAPSED} s"
+  echo
+  echo "Shapes: ${SHAPES[*]}; medians of interleaved steps; \"its time / JAX's\" > 1: JAX is faster."
+  echo
+  echo "| configuration | variant | ms/step | samples/s | s per 516-sample epoch | model FLOP/s | its time / JAX's |"
+  echo "|---|---|---|---|---|---|---|"
+  cat "$ROWS"
+  echo
+  echo "JAX's conv lowering and layout flag (R18+R18, batch 32, bf16; time / the default JAX step):"
+  echo
+  echo "| configuration | variant | ms/step | samples/s | s per 516-sample epoch | model FLOP/s | its time / JAX's |"
+  echo "|---|---|---|---|---|---|---|"
+  cat "$CHOICES"
+  echo
+  cat "$CHECK"
+  if [ ${#SKIPPED[@]} -gt 0 ]; then
+    echo
+    echo "Skipped (time budget of ${BUDGET} s; PISA_SUITE_BUDGET_S=0 runs everything):"
+    printf -- "- %s\n" "${SKIPPED[@]}"
+  fi
+} | tee "$OUT/gpu_suite.md"
+echo "(log: $LOG)"
