@@ -14,6 +14,7 @@ Every import counts, also those inside functions. One exception, listed in PUBLI
 package root's `pisa_jax.load` imports the top layer's API when it is called (never at import).
 """
 import ast
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,7 +112,7 @@ def test_every_project_module_has_a_layer():
 
 
 def test_the_check_finds_an_upward_and_a_sideways_import(tmp_path, monkeypatch):
-    monkeypatch.setattr(__import__(__name__), "ROOT", tmp_path)
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     (tmp_path / "pisa_jax" / "data").mkdir(parents=True)
     (tmp_path / "pisa_jax" / "media").mkdir()
     bad = tmp_path / "pisa_jax" / "data" / "dataset.py"
