@@ -47,7 +47,7 @@ def test_a_dead_process_stops_the_others_with_a_clear_line(synthetic_tiny, tmp_p
     cause in one line, instead of waiting for it forever."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0"
     repo = Path(__file__).resolve().parents[2]
     procs = [subprocess.Popen(
         [sys.executable, str(repo / "train.py"), "--preset", "smoke", "--epochs", "3",

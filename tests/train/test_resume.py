@@ -15,10 +15,10 @@ from pisa_jax.train.checkpoints import Checkpoints, load_trained
 WORKER = Path(__file__).with_name("resume_worker.py")
 
 
-def _run(workdir, data_dir, kill_at, cache):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-               # the restarted process reuses the killed one's compiled programs
-               JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+def _run(workdir, data_dir, kill_at):
+    # the restarted process reuses the compiled programs of the killed one (and of smoke_run)
+    # from the session's compilation cache (conftest.py)
+    env = dict(os.environ)  # conftest.py's XLA_FLAGS: the reference run compiled with them too
     return subprocess.run([sys.executable, str(WORKER), str(workdir), str(data_dir), str(kill_at)],
                           env=env, capture_output=True, text=True, timeout=600)
 
@@ -26,13 +26,13 @@ def _run(workdir, data_dir, kill_at, cache):
 def test_killed_and_resumed_run_equals_uninterrupted_run(smoke_run, synthetic_tiny, tmp_path):
     _, reference_dir, _ = smoke_run
     workdir = tmp_path / "run"
-    killed = _run(workdir, synthetic_tiny.data_dir, 8, tmp_path / "cache")  # mid epoch 2 of 2
+    killed = _run(workdir, synthetic_tiny.data_dir, 8)  # mid epoch 2 of 2
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     checkpoints = Checkpoints(workdir, read_only=True)
     assert checkpoints.latest_step() == 6   # mid-epoch (5 steps per epoch, saved every 3)
     checkpoints.close()
 
-    resumed = _run(workdir, synthetic_tiny.data_dir, 0, tmp_path / "cache")
+    resumed = _run(workdir, synthetic_tiny.data_dir, 0)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout and "at step 6" in resumed.stdout
 
@@ -128,16 +128,15 @@ def _train_command(workdir, data_dir):
             "--checkpoint_every_steps", "3", "--data_dir", str(data_dir), "--workdir", str(workdir)]
 
 
-def _env(cache):
-    return dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-                JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+def _env():
+    return dict(os.environ)  # conftest.py's XLA_FLAGS, as for the reference run
 
 
 def test_sigterm_saves_stops_cleanly_and_resumes(smoke_run, synthetic_tiny, tmp_path):
     _, reference_dir, _ = smoke_run
     workdir = tmp_path / "run"
     command = _train_command(workdir, synthetic_tiny.data_dir)
-    proc = subprocess.Popen(command, env=_env(tmp_path / "cache"), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=REPO)
     try:
         for line in proc.stdout:
@@ -149,7 +148,7 @@ def test_sigterm_saves_stops_cleanly_and_resumes(smoke_run, synthetic_tiny, tmp_
         proc.kill()
     assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
     assert "Traceback" not in err and "SIGTERM: stopped at step" in err, err[-3000:]
-    resumed = subprocess.run(command, env=_env(tmp_path / "cache"), capture_output=True,
+    resumed = subprocess.run(command, env=_env(), capture_output=True,
                              text=True, timeout=600, cwd=REPO)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout
@@ -177,7 +176,7 @@ def test_kills_at_random_moments_resume_bit_identically(smoke_run, synthetic_tin
     # one kill in each third of the run, at a random line of it and a random moment after
     for target in (rng.randrange(0, 4), rng.randrange(4, 8), rng.randrange(8, len(PROGRESS))):
         delay = rng.uniform(0.0, 1.5)
-        proc = subprocess.Popen(command, env=_env(tmp_path / "cache"), stdout=subprocess.PIPE,
+        proc = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, text=True, cwd=REPO)
         for line in proc.stdout:
             if PROGRESS[target] in line:
@@ -187,7 +186,7 @@ def test_kills_at_random_moments_resume_bit_identically(smoke_run, synthetic_tin
         proc.communicate(timeout=120)
         kills.append((PROGRESS[target], round(delay, 2), proc.returncode))
     assert sum(code == -signal.SIGKILL for *_, code in kills) >= 2, kills
-    final = subprocess.run(command, env=_env(tmp_path / "cache"), capture_output=True, text=True,
+    final = subprocess.run(command, env=_env(), capture_output=True, text=True,
                            timeout=600, cwd=REPO)
     assert final.returncode == 0 and "resumed from" in final.stdout, (kills, final.stderr[-3000:])
     _assert_same_state(workdir, reference_dir)
