@@ -5,23 +5,29 @@ Every layer shape of Hara's R3D-18, torchvision's r3d_18 stem and C3D at the pap
 gradient except for the first layer of a network, whose input is data. All variants of a layer
 run in the same process, interleaved repeat by repeat; the table gives medians in ms and each
 time relative to the fastest JAX form. JAX compiles with `pisa_jax.xla_options` (YNN off)
-unless --xla_defaults.
+unless --xla_defaults. PyTorch waits passively (OMP_WAIT_POLICY) so as not to steal XLA's cores.
 
     python benchmarks/conv_lowering.py                      # every layer, 1 clip, 5 repeats
     python benchmarks/conv_lowering.py --layers hara_stem,r3d_l1 --clips 4 --repeats 7
 """
 from __future__ import annotations
 
-import argparse
-import statistics
-import time
+import os
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+# OpenMP's default spin-waiting let PyTorch's idle threads and XLA's starve each other (both ran
+# 2-4x slower than alone); passive waiting keeps the interleaved timings fair.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch (libgomp) is loaded
 
-from pisa_jax.models.lowering import convolve, resolve_lowering
-from pisa_jax.xla_options import cpu_compiler_options
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from pisa_jax.models.lowering import convolve, resolve_lowering  # noqa: E402
+from pisa_jax.xla_options import cpu_compiler_options  # noqa: E402
 
 # name -> (input [T, H, W, I] per clip, kernel (kt, kh, kw), O, stride, padding, bias, input grad)
 LAYERS = {

@@ -31,7 +31,8 @@ def test_unknown_options_are_dropped(monkeypatch):
     monkeypatch.setattr(xla_options, "CPU_OPTIONS", {
         "xla_cpu_experimental_ynn_fusion_type": "", "xla_cpu_no_such_option": True,
         "xla_cpu_experimental_xnn_fusion_type": "no_such_value"})
-    expected = {"xla_cpu_experimental_ynn_fusion_type": ""} if jax.default_backend() == "cpu" else {}
+    on_cpu = jax.default_backend() == "cpu"
+    expected = {"xla_cpu_experimental_ynn_fusion_type": ""} if on_cpu else {}
     assert xla_options.cpu_compiler_options() == expected
 
 

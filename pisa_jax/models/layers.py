@@ -79,7 +79,8 @@ def torch_conv(features: int, kernel: Sequence[int], stride: Sequence[int], padd
                min_input_channels: int = 0) -> TorchConv:
     """A convolution padded exactly like `torch.nn.ConvNd(..., padding=padding, bias=use_bias)`.
 
-    lowering: one of `lowering.CONV_LOWERINGS`, how a 3D convolution is computed; parameters are the same.
+    lowering: one of `lowering.CONV_LOWERINGS`, how a 3D convolution is computed; the
+    parameters are the same whatever it is.
     """
     check_lowering(lowering)
     return TorchConv(features, tuple(kernel), tuple(stride), tuple(padding), use_bias=use_bias,

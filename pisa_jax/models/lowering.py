@@ -21,9 +21,27 @@ A kernel with kt == 1 (e.g. the 1x1x1 shortcut) is the same 2D convolution in bo
 
 CPU measurements behind that choice (2-core x86, jaxlib 0.10.2, YNN off, float32, forward +
 input and weight gradients; weight gradient only for the stems, whose input needs none; medians
-of interleaved repeats in one process; N = 4 clips of 16x112x112 through Hara's R3D-18), printed
-by `python benchmarks/conv_lowering.py`:
-  TABLE
+of interleaved repeats in one process, 3 repeats; N = 4 clips of 16x112x112 through each
+network; ms), printed by `python benchmarks/conv_lowering.py --clips 4 --repeats 3 --no_torch`:
+    layer                native      taps   stacked     auto  native/best
+    hara_stem            5307.0    1103.1     812.9  stacked         6.53
+    r3d_l1                538.2     184.2     194.5  stacked         2.92
+    r3d_l2_strided       1170.4      47.7      51.7  stacked        24.54
+    r3d_l2_shortcut        53.9       6.5       7.6  stacked         8.28
+    r3d_l2                154.7      59.7      67.0     taps         2.59
+    r3d_l3_strided        331.5      19.6      20.3     taps        16.94
+    r3d_l3                 59.2      28.4      40.7     taps         2.08
+    r3d_l4_strided        146.2      24.9      38.2     taps         5.86
+    r3d_l4                753.1      27.8      74.1     taps        27.07
+    tv_stem              2541.5     548.3     366.8  stacked         6.93
+    tv_l1                4320.4    1763.6    1692.7  stacked         2.55
+    c3d_conv1            1716.1    1336.6     804.0  stacked         2.13
+    c3d_conv2            6380.4    2805.1    2734.5  stacked         2.33
+    c3d_conv3a           2085.3    1287.0    1163.0  stacked         1.79
+    c3d_conv4b           1508.6    1050.6    1180.3     taps         1.44
+    c3d_conv5a            237.3     142.2     210.9     taps         1.67
+Where auto's pick is not the fastest the forms are within 6 % (r3d_l1, r3d_l2_strided) or the
+same convolution (the 1x1x1 shortcut: kt = 1), so the gap is the machine's noise.
 """
 from __future__ import annotations
 
@@ -112,9 +130,7 @@ def _conv2d_over_frames(frames, kernel2d, strides, padding):
 
 def _taps(x, kernel, strides, padding):
     """Sum over temporal taps k of 2D convs of the frames tap k reads, placed at the output
-XX, and in the backward pass the sum of the taps' input gradients, runs in float32 even
-    for bf16 compute, as a native convolution accumulates: each term is rounded once, not each
-    partial sum (which measured 4x the native bf16 error on input gradients)."""
+    frames that read them. x [N, T, H, W, I], kernel [kt, kh, kw, I, O]."""
     kt, (st, *s2d), (pt, *p2d) = kernel.shape[0], strides, padding
     t = x.shape[1]
     t_out = _frames_per_output(t, kt, st, pt)

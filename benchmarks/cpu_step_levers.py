@@ -1,0 +1,197 @@
+"""Benchmark: the whole training step on CPU with and without each speed lever, and PyTorch eager.
+
+One process, one jitted step per variant (SkillModel R18-3D + R18-2D at full width, the paper's
+loss and coupled-L2 Adam), interleaved repeat by repeat, medians in seconds and ratios. A variant
+is `lowering:options[:reduce_window_pool]`:
+- lowering: the model's conv_lowering (native, taps, stacked, auto);
+- options: a named set of XLA CPU compiler options (OPTION_SETS; "project" is
+  pisa_jax.xla_options.cpu_compiler_options());
+- reduce_window_pool: the max-pool as `lax.reduce_window` (the formulation before the strided
+  slices), for the before/after figure.
+PyTorch runs with OMP_WAIT_POLICY=PASSIVE: with OpenMP's default spin-waiting, its idle threads
+and XLA's took turns starving each other and both steps ran 2-4x slower than alone.
+
+    python benchmarks/cpu_step_levers.py --variants native:default:reduce_window_pool,auto:project
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch (libgomp) is loaded
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from jax import lax  # noqa: E402
+
+from pisa_jax.models import SkillModel, layers, resnet2d, resnet3d  # noqa: E402
+from pisa_jax.xla_options import cpu_compiler_options  # noqa: E402
+
+YNN_OFF = {"xla_cpu_experimental_ynn_fusion_type": ""}
+OPTION_SETS = {
+    "default": {},
+    "ynn_off": YNN_OFF,
+    # compiler_options take the proto's enum names (XLA_FLAGS takes "individual_dot")
+    "ynn_dots_only": {"xla_cpu_experimental_ynn_fusion_type":
+                      "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"},
+    "onednn": {**YNN_OFF, "xla_cpu_use_onednn": True},
+    "onednn_custom_call": {**YNN_OFF, "xla_cpu_use_onednn": True,
+                           "xla_cpu_experimental_onednn_custom_call": True},
+    "xnnpack": {**YNN_OFF, "xla_cpu_use_xnnpack": True},
+    "eigen_one_thread": {**YNN_OFF, "xla_cpu_multi_thread_eigen": False},
+    "concurrency_scheduler": {**YNN_OFF, "xla_cpu_enable_concurrency_optimized_scheduler": True},
+    "concurrency_onednn": {**YNN_OFF, "xla_cpu_enable_concurrency_optimized_scheduler": True,
+                           "xla_cpu_use_onednn": True},
+    "no_fusion_emitters": {**YNN_OFF, "xla_cpu_use_fusion_emitters": False},
+    "parallel_codegen_8": {**YNN_OFF, "xla_cpu_parallel_codegen_split_count": 8},
+}
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--variants", default="native:default:reduce_window_pool,auto:project")
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--clips", type=int, default=2)
+    p.add_argument("--spectrogram_size", type=int, default=224)
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats after one warm-up")
+    p.add_argument("--no_torch", action="store_true")
+    p.add_argument("--torch_compile", action="store_true", help="also torch.compile (slow start)")
+    return p.parse_args()
+
+
+def reduce_window_max_pool(x, window, stride, padding):
+    spatial = x.ndim - 2
+    return lax.reduce_window(x, -jnp.inf, lax.max, (1,) + (window,) * spatial + (1,),
+                             (1,) + (stride,) * spatial + (1,),
+                             ((0, 0),) + ((padding, padding),) * spatial + ((0, 0),))
+
+
+def random_variables(model, video, spectrogram):
+    """He-normal kernels drawn with numpy (shapes from tracing only), BN scale/var 1."""
+    rng = np.random.default_rng(0)
+    shapes = jax.eval_shape(lambda: model.init(
+        {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)},
+        video[:1, :1, :2, :32, :32], spectrogram[:1, :32, :32], train=False))
+
+    def draw(path, leaf):
+        if path[-1].key == "kernel":
+            fan_in = int(np.prod(leaf.shape[:-1]))
+            return (rng.standard_normal(leaf.shape) * np.sqrt(2 / fan_in)).astype(np.float32)
+        return (np.ones if path[-1].key in ("scale", "var") else np.zeros)(leaf.shape, np.float32)
+    return jax.tree_util.tree_map_with_path(draw, dict(shapes))
+
+
+def jax_step(variant, video, spectrogram, labels):
+    """A compiled (state) -> (state, loss) step for one variant, and its initial state."""
+    lowering, options, *extra = variant.split(":")
+    pool = reduce_window_max_pool if "reduce_window_pool" in extra else layers.torch_max_pool
+    resnet3d.torch_max_pool = resnet2d.torch_max_pool = pool  # read when the step is traced
+    model = SkillModel(visual_depth=18, aural_depth=18, conv_lowering=lowering)
+    tx = optax.chain(optax.add_decayed_weights(0.1), optax.scale_by_adam(), optax.scale(-1e-4))
+    variables = random_variables(model, video, spectrogram)
+    state = (variables["params"], variables["batch_stats"], tx.init(variables["params"]))
+
+    def step(state, video, spectrogram, labels):
+        params, stats, opt_state = state
+
+        def loss_fn(params):
+            out, updated = model.apply({"params": params, "batch_stats": stats}, video,
+                                       spectrogram, train=True, mutable=["batch_stats"],
+                                       rngs={"dropout": jax.random.PRNGKey(0)})
+            loss = sum(optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+                       for logits in out["logits"].values())
+            return loss, updated["batch_stats"]
+        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), stats, opt_state), loss
+    options = cpu_compiler_options() if options == "project" else OPTION_SETS[options]
+    compiled = jax.jit(step, donate_argnums=0).lower(state, video, spectrogram, labels).compile(
+        compiler_options=options)
+    holder = [state]
+
+    def run():
+        holder[0], loss = compiled(holder[0], video, spectrogram, labels)
+        jax.block_until_ready(loss)
+    resnet3d.torch_max_pool = resnet2d.torch_max_pool = layers.torch_max_pool
+    return run
+
+
+def torch_step(video, spectrogram, labels, compile_backbones=False):
+    """The same model and step in PyTorch eager (the parity tests' reference networks), or with
+    both backbones under torch.compile."""
+    import torch
+
+    from pisa_jax.reference.resnet import hara_resnet3d, torchvision_resnet2d
+
+    def head(features):
+        return torch.nn.Sequential(torch.nn.Dropout(0.5), torch.nn.Linear(features, 128),
+                                   torch.nn.ReLU(), torch.nn.Dropout(0.5),
+                                   torch.nn.Linear(128, 10))
+    visual, aural = hara_resnet3d(18, 10), torchvision_resnet2d(18, 10)
+    visual.fc, aural.fc = torch.nn.Identity(), torch.nn.Identity()
+    aural.conv1 = torch.nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+    if compile_backbones:
+        visual, aural = torch.compile(visual), torch.compile(aural)
+    heads = torch.nn.ModuleList([head(512), head(512), head(1024)])
+    modules = torch.nn.ModuleList([visual, aural, heads]).train()
+    optimizer = torch.optim.Adam(modules.parameters(), lr=1e-4, weight_decay=0.1)
+    clips = torch.from_numpy(np.ascontiguousarray(np.moveaxis(video, -1, 2)))  # [B, n, 3, T, H, W]
+    images = torch.from_numpy(spectrogram)[:, None]  # [B, 1, H, W]
+    targets = torch.from_numpy(labels).long()
+
+    def run():
+        optimizer.zero_grad(set_to_none=True)
+        b, n = clips.shape[:2]
+        f_v = visual(clips.flatten(0, 1)).view(b, n, -1).mean(1)
+        f_a = aural(images)
+        logits = [heads[0](f_v), heads[1](f_a), heads[2](torch.cat([f_v, f_a], 1).detach())]
+        sum(torch.nn.functional.cross_entropy(x, targets) for x in logits).backward()
+        optimizer.step()
+    return run
+
+
+def main():
+    args = parse_args()
+    rng = np.random.default_rng(0)
+    video = rng.standard_normal((args.batch, args.clips, 16, 112, 112, 3), np.float32)
+    size = args.spectrogram_size
+    spectrogram = rng.uniform(size=(args.batch, size, size)).astype(np.float32)
+    labels = rng.integers(0, 10, args.batch).astype(np.int32)
+    steps = {}
+    for variant in args.variants.split(","):
+        t0 = time.perf_counter()
+        steps[variant] = jax_step(variant, video, spectrogram, labels)
+        print(f"compiled {variant} in {time.perf_counter() - t0:.0f} s", flush=True)
+    if not args.no_torch:
+        steps["torch eager"] = torch_step(video, spectrogram, labels)
+    if args.torch_compile:
+        steps["torch.compile"] = torch_step(video, spectrogram, labels, compile_backbones=True)
+    times = {name: [] for name in steps}
+    for name, run in steps.items():
+        t0 = time.perf_counter()
+        run()  # warm-up (torch.compile compiles here)
+        print(f"warm-up {name}: {time.perf_counter() - t0:.0f} s", flush=True)
+    for _ in range(args.repeats):
+        for name, run in steps.items():
+            t0 = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - t0)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    first = medians[next(iter(medians))]
+    print(f"jax {jax.__version__}, batch {args.batch} x {args.clips} clips of 16x112x112, "
+          f"spectrogram {size}^2, {args.repeats} repeats, s/step")
+    print(f"{'variant':44s} {'median':>7s} {'min':>6s} {'first/this':>10s} {'torch/this':>10s}")
+    for name, median in medians.items():
+        torch_ratio = f"{medians['torch eager'] / median:10.2f}" if "torch eager" in medians else ""
+        print(f"{name:44s} {median:7.2f} {min(times[name]):6.2f} {first / median:10.2f} "
+              f"{torch_ratio}")
+
+
+if __name__ == "__main__":
+    main()
