@@ -2,19 +2,18 @@
 fc6 flattening order, parameter counts, the classifier in conversion, the CLI end to end."""
 import functools
 import importlib.util
-import math
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from parity_helpers import assert_parity, flax_param_count
 
 from pisa_jax.convert import convert_state_dict, load_converted, main
 from pisa_jax.models import C3D
 from pisa_jax.models.c3d import max_pool_per_axis, pool5_shape
 
-TOLERANCE = 1e-4  # on max |difference|, relative to max(1, max |value|)
 NARROW = 4  # base_width of the fast tests: every layer 16x narrower than the real net
 
 
@@ -30,11 +29,8 @@ def torch_c3d():
 
 
 def _check(name, got, want):
-    diff, scale = float(np.abs(got - want).max()), float(np.abs(want).max())
-    print(f"parity {name}: max abs diff {diff:.3g}, max |value| {scale:.3g}, "
-          f"relative {diff / max(1.0, scale):.3g}")
     assert got.shape == want.shape, (name, got.shape, want.shape)
-    assert diff <= TOLERANCE * max(1.0, scale), (name, diff, scale)
+    assert_parity(name, float(np.abs(got - want).max()), float(np.abs(want).max()))
 
 
 def _apply(model, variables, x_ncthw):
@@ -95,11 +91,6 @@ def test_flatten_order_in_time_height_width(torch_c3d):
     assert np.abs(np.asarray(trained) - want).max() > 1e-2
 
 
-def _flax_param_count(model):
-    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), model.example_input(),
-                                               train=False))
-    return sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(shapes["params"]))
-
 
 def test_param_counts(torch_c3d):
     import torch
@@ -107,10 +98,10 @@ def test_param_counts(torch_c3d):
         torch_model = torch_c3d.torch_c3d(487)
     expected = sum(p.numel() for p in torch_model.parameters())
     print(f"C3D Sports-1M parameters: {expected:,}")
-    assert _flax_param_count(C3D(487)) == expected
+    assert flax_param_count(C3D(487)) == expected
     classifier = sum(p.numel() for layer in (torch_model.fc7, torch_model.fc8)
                      for p in layer.parameters())
-    assert _flax_param_count(C3D()) == expected - classifier
+    assert flax_param_count(C3D()) == expected - classifier
     assert C3D().feature_dim == 4096
 
 

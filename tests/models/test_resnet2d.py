@@ -1,21 +1,15 @@
 """ResNet2D: parity with torchvision's resnet18/34/50, the 3 -> 1 channel conv1, parameter counts,
 BatchNorm synchronised over devices under pmap."""
-import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from parity_helpers import assert_parity, flax_param_count
 
 from pisa_jax.models import ResNet2D
 
-TOLERANCE = 1e-4  # on max |logit diff|, relative to max(1, max |logit|)
 
-
-def _check(name, diff, scale):
-    print(f"parity {name}: max abs diff {diff:.3g}, max |logit| {scale:.3g}, "
-          f"relative {diff / max(1.0, scale):.3g}")
-    assert diff <= TOLERANCE * max(1.0, scale), (name, diff, scale)
 
 
 @pytest.mark.parametrize("depth", [18, 34, 50])
@@ -25,7 +19,7 @@ def test_parity_torchvision(torch_reference, depth):
         torch_model, ResNet2D(depth, 10, in_channels=3),
         torch_reference.random_input((2, 3, 64, 64)))
     assert not report.skipped and not report.left_initialised and not report.adapted
-    _check(f"r2d{depth} 64x64", diff, scale)
+    assert_parity(f"r2d{depth} 64x64", diff, scale)
 
 
 @pytest.mark.slow
@@ -34,7 +28,7 @@ def test_parity_r2d18_paper_shape(torch_reference):
     diff, scale, _ = torch_reference.parity(
         torch_reference.torchvision_resnet2d(18, 1000), ResNet2D(18, 1000, in_channels=3),
         torch_reference.random_input((2, 3, 224, 224)))
-    _check("r2d18 224x224", diff, scale)
+    assert_parity("r2d18 224x224", diff, scale)
 
 
 def test_rgb_conv1_summed_to_one_channel(torch_reference):
@@ -51,14 +45,9 @@ def test_rgb_conv1_summed_to_one_channel(torch_reference):
     assert variables["params"]["conv1"]["kernel"].shape == (7, 7, 1, 64)
     got = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(
         variables, np.moveaxis(grey, 1, -1)))
-    _check("r2d18 1-channel (grey) 64x64", float(np.abs(got - want).max()),
+    assert_parity("r2d18 1-channel (grey) 64x64", float(np.abs(got - want).max()),
            float(np.abs(want).max()))
 
-
-def _flax_param_count(model):
-    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), model.example_input(),
-                                               train=False))
-    return sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(shapes["params"]))
 
 
 @pytest.mark.parametrize("depth", [18, 34, 50, 101, 152])
@@ -66,10 +55,10 @@ def test_param_count(torch_reference, depth):
     import torch
     with torch.device("meta"):
         expected = torch_reference.count_parameters(torch_reference.torchvision_resnet2d(depth))
-    assert _flax_param_count(ResNet2D(depth, 1000, in_channels=3)) == expected
+    assert flax_param_count(ResNet2D(depth, 1000, in_channels=3)) == expected
     # the aural backbone: one input channel, no classifier
     without_fc = expected - ((2048 if depth >= 50 else 512) + 1) * 1000
-    assert _flax_param_count(ResNet2D(depth, None, in_channels=1)) == without_fc - 2 * 64 * 49
+    assert flax_param_count(ResNet2D(depth, None, in_channels=1)) == without_fc - 2 * 64 * 49
 
 
 def test_batchnorm_synchronised_under_pmap(quick_init):

@@ -1,23 +1,17 @@
 """ResNet3D: parity with PyTorch (Hara's layout and torchvision's video ResNet), parameter counts,
 the PyTorch max-pool semantics, bf16."""
-import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from parity_helpers import assert_parity, flax_param_count
 
 from pisa_jax.models import ResNet3D, feature_dim
 from pisa_jax.models.layers import torch_max_pool
 
-TOLERANCE = 1e-4  # on max |logit diff|, relative to max(1, max |logit|)
 SMALL_CLIP = (2, 3, 8, 64, 64)  # [N, C, T, H, W], PyTorch layout
 
-
-def _check(name, diff, scale):
-    print(f"parity {name}: max abs diff {diff:.3g}, max |logit| {scale:.3g}, "
-          f"relative {diff / max(1.0, scale):.3g}")
-    assert diff <= TOLERANCE * max(1.0, scale), (name, diff, scale)
 
 
 @pytest.mark.parametrize("depth", [10, 18, 34, 50])
@@ -26,7 +20,7 @@ def test_parity_hara(torch_reference, depth):
     diff, scale, report = torch_reference.parity(
         torch_model, ResNet3D(depth, 10, stem="hara"), torch_reference.random_input(SMALL_CLIP))
     assert not report.skipped and not report.left_initialised
-    _check(f"r3d{depth}-hara 8x64x64", diff, scale)
+    assert_parity(f"r3d{depth}-hara 8x64x64", diff, scale)
 
 
 @pytest.mark.parametrize("depth", [18, 34, 50])
@@ -36,14 +30,14 @@ def test_parity_torchvision_stem(torch_reference, depth):
         torch_model, ResNet3D(depth, 10, stem="torchvision"),
         torch_reference.random_input(SMALL_CLIP))
     assert not report.skipped and not report.left_initialised
-    _check(f"r3d{depth}-torchvision 8x64x64", diff, scale)
+    assert_parity(f"r3d{depth}-torchvision 8x64x64", diff, scale)
 
 
 def test_parity_hara_time_stride_2(torch_reference):
     torch_model = torch_reference.hara_resnet3d(18, num_classes=10, conv1_t_stride=2)
     diff, scale, _ = torch_reference.parity(torch_model, ResNet3D(18, 10, conv1_t_stride=2),
                                             torch_reference.random_input(SMALL_CLIP))
-    _check("r3d18-hara conv1_t_stride=2 8x64x64", diff, scale)
+    assert_parity("r3d18-hara conv1_t_stride=2 8x64x64", diff, scale)
 
 
 def test_parity_per_block(torch_reference):
@@ -77,13 +71,8 @@ def test_parity_hara_r3d18_paper_shape(torch_reference):
     torch_model = torch_reference.hara_resnet3d(18, num_classes=1039)
     diff, scale, _ = torch_reference.parity(torch_model, ResNet3D(18, 1039),
                                             torch_reference.random_input((1, 3, 16, 112, 112)))
-    _check("r3d18-hara 16x112x112", diff, scale)
+    assert_parity("r3d18-hara 16x112x112", diff, scale)
 
-
-def _flax_param_count(model):
-    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), model.example_input(),
-                                               train=False))
-    return sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(shapes["params"]))
 
 
 @pytest.mark.parametrize("depth", [10, 18, 34, 50, 101, 152, 200])
@@ -91,7 +80,7 @@ def test_param_count_hara(torch_reference, depth):
     import torch
     with torch.device("meta"):  # shapes only, no memory
         expected = torch_reference.count_parameters(torch_reference.hara_resnet3d(depth, 1039))
-    assert _flax_param_count(ResNet3D(depth, 1039)) == expected
+    assert flax_param_count(ResNet3D(depth, 1039)) == expected
 
 
 @pytest.mark.parametrize("depth", [18, 34, 50])
@@ -100,7 +89,7 @@ def test_param_count_torchvision_stem(torch_reference, depth):
     with torch.device("meta"):
         expected = torch_reference.count_parameters(
             torch_reference.torchvision_video_resnet(depth, 400))
-    assert _flax_param_count(ResNet3D(depth, 400, stem="torchvision")) == expected
+    assert flax_param_count(ResNet3D(depth, 400, stem="torchvision")) == expected
 
 
 def test_features_without_classifier():
