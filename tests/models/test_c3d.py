@@ -43,6 +43,7 @@ def _random_clip(shape, seed=0):
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_parity_real_clip(torch_c3d):
     """The Sports-1M net on one 16x112x112 clip: fc6 features and the 487 logits."""
     import torch

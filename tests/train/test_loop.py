@@ -82,6 +82,7 @@ def _fresh_state(config, dataset):
     return create_run(config, InputSpec.of_dataset(dataset)).state
 
 
+@pytest.mark.slow
 def test_data_on_device_run_stopped_mid_epoch_resumes_and_ends_like_the_host_run(
         smoke_run, tmp_path):
     """The splits in device memory (data_on_device=on, also on a CPU): stopped by SIGTERM in

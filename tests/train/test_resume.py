@@ -23,6 +23,7 @@ def _run(workdir, data_dir, kill_at):
                           env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_run_equals_uninterrupted_run(smoke_run, synthetic_tiny, tmp_path):
     _, reference_dir, _ = smoke_run
     workdir = tmp_path / "run"
@@ -100,6 +101,7 @@ def test_a_run_whose_checkpoints_are_gone_is_refused_until_restart(smoke_run, sy
     assert (previous / "config.json").is_file() and not (workdir / "metrics.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_a_damaged_latest_checkpoint_resumes_from_the_one_before(smoke_run, synthetic_tiny,
                                                                  tmp_path, capsys):
     import shutil
@@ -132,6 +134,7 @@ def _env():
     return dict(os.environ)  # conftest.py's XLA_FLAGS, as for the reference run
 
 
+@pytest.mark.slow
 def test_sigterm_saves_stops_cleanly_and_resumes(smoke_run, synthetic_tiny, tmp_path):
     _, reference_dir, _ = smoke_run
     workdir = tmp_path / "run"

@@ -70,6 +70,7 @@ def run_step(devices, tx, *, loss_weights=None, steps=1):
     return jax.device_get(state), jax.device_get(metrics)
 
 
+@pytest.mark.slow
 def test_four_devices_equal_one_device_on_the_global_batch():
     assert jax.local_device_count() >= 4
     tx = adam(1e-2, 0.1)
@@ -89,6 +90,7 @@ def test_four_devices_equal_one_device_on_the_global_batch():
     assert jax.tree_util.tree_leaves(four.batch_stats)  # BN statistics exist and were compared
 
 
+@pytest.mark.slow
 def test_multimodal_loss_moves_only_its_head_and_dropout_differs_per_device():
     """A step on the multimodal loss alone (weight decay 0: coupled L2 would move everything)
     leaves both backbones and the unimodal heads unchanged. The same sample on two devices:
@@ -171,6 +173,7 @@ class ArraySource:
                 "label": self.label[i], "video_id": np.int32(i // 2)}
 
 
+@pytest.mark.slow
 def test_steps_on_device_data_equal_steps_on_host_batches():
     """Three steps over an epoch boundary (2 steps per epoch), from host batches and from the
     splits in device memory (rows chosen by the state's step number): the same states; the
