@@ -13,7 +13,9 @@ import math
 import torch
 from torch import nn
 
-# (conv names, width at base_width 64, pool window == stride, pool padding)
+# (conv names, width at base_width 64, pool window == stride, pool padding). Written out again
+# rather than imported from pisa_jax.models.c3d: a reference that shares the model's table
+# could not catch a mistake in it.
 GROUPS = (
     (("conv1",), 64, (1, 2, 2), (0, 0, 0)),
     (("conv2",), 128, (2, 2, 2), (0, 0, 0)),

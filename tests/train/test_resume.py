@@ -36,13 +36,7 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(smoke_run, synthetic_ti
     resumed = _run(workdir, synthetic_tiny.data_dir, 0)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout and "at step 6" in resumed.stdout
-
-    _, ours = load_trained(workdir, "latest")
-    _, reference = load_trained(reference_dir, "latest")
-    assert int(ours.step) == int(reference.step) == 10
-    for name in ("params", "batch_stats", "opt_state", "rng"):
-        jax.tree_util.tree_map(np.testing.assert_array_equal, getattr(ours, name),
-                               getattr(reference, name))
+    _assert_same_state(workdir, reference_dir)
 
 
 # --- where a run resumes from, and what it never does by itself ---
