@@ -82,6 +82,9 @@ class TrainConfig:
                                     "paper starts from ImageNet's); None = random", paper=False)
     precision: str = _field("float32", "compute dtype: float32 or bfloat16 (params stay float32)",
                             paper=False)
+    conv_lowering: str = _field("auto", "how 3D convolutions run: native, taps or stacked (2D "
+                                "convolutions over the temporal taps; same parameters), or auto "
+                                "= the measured fastest for the backend", paper=False)
     # --- optimisation
     optimizer: str = _field("adam", "'adam' = torch Adam with coupled L2 weight decay (the paper); "
                             "'adamw' = decoupled weight decay")
@@ -104,9 +107,10 @@ class TrainConfig:
                                  "memory", paper=False)
 
     # Fields that may change between a run and its resumption without a refusal: they do not
-    # change what is computed, only where data lives or how often we look at it.
+    # change the function computed, only where data lives, the order of a convolution's sums
+    # (conv_lowering) or how often we look at it.
     RESUMABLE_CHANGES = ("data_dir", "eval_every_epochs", "checkpoint_every_steps",
-                         "data_on_device")
+                         "data_on_device", "conv_lowering")
 
     def __post_init__(self):
         validate(self)
@@ -137,6 +141,7 @@ def _one_of(name: str, value, allowed) -> list[str]:
 def validate(c: TrainConfig) -> None:
     """Reject values that cannot work, naming the field."""
     from pisa_jax.models import AURAL_DEPTHS, MODALITIES, STEMS, VISUAL_BACKBONES, VISUAL_DEPTHS
+    from pisa_jax.models.lowering import CONV_LOWERINGS
     problems = _one_of("dataset", c.dataset, DATASETS)
     if c.dataset == "synthetic" and c.dataset_config is not None:
         problems += _one_of("dataset_config", c.dataset_config, SYNTHETIC_SIZES)
@@ -154,6 +159,7 @@ def validate(c: TrainConfig) -> None:
     problems += _one_of("optimizer", c.optimizer, OPTIMIZERS)
     problems += _one_of("lr_schedule", c.lr_schedule, LR_SCHEDULES)
     problems += _one_of("precision", c.precision, PRECISIONS)
+    problems += _one_of("conv_lowering", c.conv_lowering, CONV_LOWERINGS)
     problems += _one_of("data_on_device", c.data_on_device, DATA_ON_DEVICE)
     if not (0.0 <= c.dropout < 1.0):
         problems.append(f"dropout={c.dropout}: expected 0 <= dropout < 1")

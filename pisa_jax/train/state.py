@@ -94,7 +94,8 @@ def skill_model(config: TrainConfig, num_classes: int, *, bn_axis_name: str | No
                       modalities=tuple(config.modalities), dropout=config.dropout,
                       hidden=config.hidden, visual_stem=config.visual_stem,
                       conv1_t_stride=config.conv1_t_stride, base_width=config.base_width,
-                      dtype=DTYPES[config.precision], bn_axis_name=bn_axis_name)
+                      conv_lowering=config.conv_lowering, dtype=DTYPES[config.precision],
+                      bn_axis_name=bn_axis_name)
 
 
 def dummy_inputs(modalities, spec: InputSpec, batch: int = 1):

@@ -42,6 +42,17 @@ def test_bad_values_are_refused_naming_the_field():
         TrainConfig(visual_backbone="c2d")
     with pytest.raises(TrainConfigError, match="precision='float16'"):  # one line, exit 1
         parse_args(["--workdir", "x", "--precision", "float16"])
+    with pytest.raises(TrainConfigError, match=r"conv_lowering='im2col': expected one of "
+                                               r"\['auto', 'native', 'taps', 'stacked'\]"):
+        TrainConfig(conv_lowering="im2col")
+
+
+def test_conv_lowering_reaches_the_model_and_may_change_on_resume():
+    from pisa_jax.train.state import skill_model
+    config = preset("smoke").replace(conv_lowering="taps")
+    assert skill_model(config, 10).conv_lowering == "taps"
+    assert config_differences(preset("smoke").to_dict(), config,
+                              ignore=TrainConfig.RESUMABLE_CHANGES) == []
 
 
 def test_json_round_trip(tmp_path):
