@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -67,6 +68,8 @@ def build_dataset(config: str | PisaConfig, manual_dir: str | os.PathLike,
             raise DataError(problems, header=f"{len(problems)} problem(s); nothing was written "
                                              "(--skip_bad builds the rest):")
         builder._checked = checked  # pylint: disable=protected-access
+        if not sys.stderr.isatty():  # TFDS's own bars would be redrawn into a log file
+            tfds.disable_progress_bar()
         with tempfile.TemporaryDirectory() as downloads:  # nothing is downloaded
             builder.download_and_prepare(
                 download_dir=downloads,
