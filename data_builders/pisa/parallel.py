@@ -42,7 +42,7 @@ class _PlainProgress:
 
     def __init__(self, total: int, desc: str):
         self.total, self.desc, self.done = total, desc, 0
-        self.every = max(1, total // 10)
+        self.every = max(1, -(-total // 10))  # at most 10 lines, and the last
 
     def update(self) -> None:
         self.done += 1
