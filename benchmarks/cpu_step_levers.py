@@ -122,37 +122,21 @@ def jax_step(variant, video, spectrogram, labels):
     return run
 
 
-def torch_step(video, spectrogram, labels, compile_backbones=False):
-    """The same model and step in PyTorch eager (the parity tests' reference networks), or with
-    both backbones under torch.compile."""
+def torch_step(video, spectrogram, labels, compile_model=False):
+    """The same network and step in PyTorch (`pisa_jax.reference.skill_model`, the model of the
+    parity tests and of compare_frameworks.py), eager or under torch.compile."""
     import torch
 
-    from pisa_jax.reference.resnet import hara_resnet3d, torchvision_resnet2d
+    from pisa_jax.reference.skill_model import SkillModel, make_train_step
 
-    def head(features):
-        return torch.nn.Sequential(torch.nn.Dropout(0.5), torch.nn.Linear(features, 128),
-                                   torch.nn.ReLU(), torch.nn.Dropout(0.5),
-                                   torch.nn.Linear(128, 10))
-    visual, aural = hara_resnet3d(18, 10), torchvision_resnet2d(18, 10)
-    visual.fc, aural.fc = torch.nn.Identity(), torch.nn.Identity()
-    aural.conv1 = torch.nn.Conv2d(1, 64, 7, 2, 3, bias=False)
-    if compile_backbones:
-        visual, aural = torch.compile(visual), torch.compile(aural)
-    heads = torch.nn.ModuleList([head(512), head(512), head(1024)])
-    modules = torch.nn.ModuleList([visual, aural, heads]).train()
-    optimizer = torch.optim.Adam(modules.parameters(), lr=1e-4, weight_decay=0.1)
-    clips = torch.from_numpy(np.ascontiguousarray(np.moveaxis(video, -1, 2)))  # [B, n, 3, T, H, W]
-    images = torch.from_numpy(spectrogram)[:, None]  # [B, 1, H, W]
+    # the inputs are already normalised floats: the reference's x / 255 is its only extra op
+    step = make_train_step(SkillModel(depths=(18, 18), num_classes=10), mean=(0.0,) * 3,
+                           std=(1.0,) * 3, compile_model=compile_model)
+    clips, images = torch.from_numpy(video), torch.from_numpy(spectrogram)
     targets = torch.from_numpy(labels).long()
 
     def run():
-        optimizer.zero_grad(set_to_none=True)
-        b, n = clips.shape[:2]
-        f_v = visual(clips.flatten(0, 1)).view(b, n, -1).mean(1)
-        f_a = aural(images)
-        logits = [heads[0](f_v), heads[1](f_a), heads[2](torch.cat([f_v, f_a], 1).detach())]
-        sum(torch.nn.functional.cross_entropy(x, targets) for x in logits).backward()
-        optimizer.step()
+        step(clips, images, targets)
     return run
 
 
@@ -171,7 +155,7 @@ def main():
     if not args.no_torch:
         steps["torch eager"] = torch_step(video, spectrogram, labels)
     if args.torch_compile:
-        steps["torch.compile"] = torch_step(video, spectrogram, labels, compile_backbones=True)
+        steps["torch.compile"] = torch_step(video, spectrogram, labels, compile_model=True)
     times = {name: [] for name in steps}
     for name, run in steps.items():
         t0 = time.perf_counter()
