@@ -7,7 +7,8 @@ is `lowering:options[:reduce_window_pool]`:
 - options: a named set of XLA CPU compiler options (OPTION_SETS; "project" is
   pisa_jax.xla_options.cpu_compiler_options());
 - reduce_window_pool: the max-pool as `lax.reduce_window` (the formulation before the strided
-  slices), for the before/after figure.
+  slices), for the before/after figure;
+- flax_batch_norm: `flax.linen.BatchNorm` instead of the project's (pisa_jax.models.batch_norm).
 PyTorch runs with OMP_WAIT_POLICY=PASSIVE: with OpenMP's default spin-waiting, its idle threads
 and XLA's took turns starving each other and both steps ran 2-4x slower than alone.
 
@@ -23,6 +24,7 @@ import argparse  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 
+import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -87,11 +89,23 @@ def random_variables(model, video, spectrogram):
     return jax.tree_util.tree_map_with_path(draw, dict(shapes))
 
 
+def flax_batch_norm(train, *, dtype, axis_name, name):
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
+                        param_dtype=jnp.float32, axis_name=axis_name, name=name)
+
+
+BATCH_NORM_USERS = (layers, resnet2d, resnet3d)
+
+
 def jax_step(variant, video, spectrogram, labels):
     """A compiled (state) -> (state, loss) step for one variant, and its initial state."""
     lowering, options, *extra = variant.split(":")
     pool = reduce_window_max_pool if "reduce_window_pool" in extra else layers.torch_max_pool
     resnet3d.torch_max_pool = resnet2d.torch_max_pool = pool  # read when the step is traced
+    project_batch_norm = layers.torch_batch_norm
+    for module in BATCH_NORM_USERS:
+        module.torch_batch_norm = (flax_batch_norm if "flax_batch_norm" in extra
+                                   else project_batch_norm)
     model = SkillModel(visual_depth=18, aural_depth=18, conv_lowering=lowering)
     tx = optax.chain(optax.add_decayed_weights(0.1), optax.scale_by_adam(), optax.scale(-1e-4))
     variables = random_variables(model, video, spectrogram)
@@ -119,6 +133,8 @@ def jax_step(variant, video, spectrogram, labels):
         holder[0], loss = compiled(holder[0], video, spectrogram, labels)
         jax.block_until_ready(loss)
     resnet3d.torch_max_pool = resnet2d.torch_max_pool = layers.torch_max_pool
+    for module in BATCH_NORM_USERS:
+        module.torch_batch_norm = project_batch_norm
     return run
 
 

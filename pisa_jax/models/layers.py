@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 from jax import lax
 
+from pisa_jax.models.batch_norm import BatchNorm
 from pisa_jax.models.lowering import check_lowering, convolve
 
 # The stems' RGB input is zero-padded to this many channels in bf16 (TorchConv.min_input_channels).
@@ -88,13 +89,13 @@ def torch_conv(features: int, kernel: Sequence[int], stride: Sequence[int], padd
                      name=name)
 
 
-def torch_batch_norm(train: bool, *, dtype: Any, axis_name: str | None, name: str) -> nn.BatchNorm:
+def torch_batch_norm(train: bool, *, dtype: Any, axis_name: str | None, name: str) -> BatchNorm:
     """BatchNorm with PyTorch's eps and momentum (torch 0.1 == flax 0.9); float32 scale and stats.
 
     With `axis_name` set (e.g. "batch" under pmap) the batch statistics are averaged over devices.
     """
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
-                        param_dtype=jnp.float32, axis_name=axis_name, name=name)
+    return BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
+                     axis_name=axis_name, name=name)
 
 
 def torch_max_pool(x: jnp.ndarray, window: int, stride: int, padding: int) -> jnp.ndarray:
