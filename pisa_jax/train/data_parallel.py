@@ -10,7 +10,13 @@ whole training step). What a caller sees is pmap's contract:
   under pmap; outputs get the axis back ([D, ...] per host);
 - a replicated argument (`replicated_argnums`) is the same whole array on every device, passed
   as is (place it once with `replicated_sharding` so no call copies it);
-- `donate_argnums` donates like pmap's.
+- `donate_argnums` donates like pmap's;
+- a mapped argument in `block_argnums` reaches `fn` as this device's block instead, its leading
+  axis kept ([1, ...]), and the outputs at `block_outputs` (positions in fn's output tuple) are
+  returned as blocks and get no axis added. A train step updates its donated state this way:
+  XLA updates a donated buffer in place only when the last operation writing it has the
+  buffer's own shape; computed on the squeezed view and then expanded, every parameter and
+  optimizer moment was copied on each step instead.
 The mesh is the first D devices (one process), or every process's local devices process by
 process (several: host-local arrays are converted to global ones and back, as pmap does). One
 compilation per input shape, cached by jit, and by JAX's persistent cache where it is on.
@@ -43,8 +49,19 @@ def replicated_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
+def unblock(tree):
+    """A device's block [1, ...] -> its value [...] (every leaf)."""
+    return jax.tree_util.tree_map(lambda x: lax.squeeze(x, [0]), tree)
+
+
+def as_block(tree):
+    """A value [...] -> a device's block [1, ...] (every leaf)."""
+    return jax.tree_util.tree_map(lambda x: lax.expand_dims(x, [0]), tree)
+
+
 def data_parallel(fn: Callable, *, replicated_argnums: Sequence[int] = (),
-                  donate_argnums: Sequence[int] = (),
+                  donate_argnums: Sequence[int] = (), block_argnums: Sequence[int] = (),
+                  block_outputs: Sequence[int] = (),
                   compiler_options: dict | None = None) -> Callable:
     """`fn(*args)` per device, as pmap(fn, axis_name=BATCH_AXIS) runs it (see the module doc).
 
@@ -52,6 +69,7 @@ def data_parallel(fn: Callable, *, replicated_argnums: Sequence[int] = (),
     The result has `.lower(*args)` too (a jit `Lowered`: `.compile().as_text()`,
     `.cost_analysis()`)."""
     replicated = frozenset(replicated_argnums)
+    blocks, block_outputs = frozenset(block_argnums), frozenset(block_outputs)
     donate = tuple(donate_argnums)
     jitted: dict[int, tuple[Mesh, Callable]] = {}
 
@@ -60,9 +78,11 @@ def data_parallel(fn: Callable, *, replicated_argnums: Sequence[int] = (),
                      for i in range(count))
 
     def per_device(*args):
-        args = [a if i in replicated else jax.tree_util.tree_map(lambda x: lax.squeeze(x, [0]), a)
-                for i, a in enumerate(args)]
-        return jax.tree_util.tree_map(lambda x: lax.expand_dims(x, [0]), fn(*args))
+        args = [a if i in replicated or i in blocks else unblock(a) for i, a in enumerate(args)]
+        out = fn(*args)
+        if not block_outputs:
+            return as_block(out)
+        return tuple(o if i in block_outputs else as_block(o) for i, o in enumerate(out))
 
     def compiled_for(args) -> tuple[Mesh, Callable]:
         mapped = [a for i, a in enumerate(args) if i not in replicated]

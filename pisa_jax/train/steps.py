@@ -25,7 +25,7 @@ from pisa_jax.data.pipeline import BATCH_AXIS as AXIS
 from pisa_jax.data.pipeline import (NORMALIZATION, eval_batches, prefetch_to_device,
                                     prepare_inputs, train_batches)
 from pisa_jax.train.config import TrainConfig
-from pisa_jax.train.data_parallel import data_parallel
+from pisa_jax.train.data_parallel import as_block, data_parallel, unblock
 from pisa_jax.train.distributed import unreplicate_to_host
 from pisa_jax.train.state import DTYPES, TrainState
 
@@ -96,7 +96,10 @@ def make_train_step(model, tx: optax.GradientTransformation, config: TrainConfig
 
     modalities = config.modalities
 
-    def step(state: TrainState, batch: dict):
+    def step(state_block: TrainState, batch: dict):
+        # The state arrives as this device's block ([1, ...] leaves, see data_parallel): the
+        # model sees its values, the optimizer updates the blocks themselves, in place.
+        state = unblock(state_block)
         video, spectrogram = _model_inputs(_prepare(batch, config), modalities)
         labels, mask = batch["label"], batch["mask"]
         # A different dropout mask on every step and on every device.
@@ -120,19 +123,22 @@ def make_train_step(model, tx: optax.GradientTransformation, config: TrainConfig
         # moments from the old ones while their own fusions overwrote them in place, a cycle
         # XLA broke by copying every parameter and first moment on each step (on CPU, 4 % of the
         # R18+R18 step).
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                                  batch_stats=batch_stats, opt_state=opt_state)
+        updates, opt_state = tx.update(as_block(grads), state_block.opt_state, state_block.params)
+        new_state = state_block.replace(
+            step=state_block.step + 1, params=optax.apply_updates(state_block.params, updates),
+            batch_stats=as_block(batch_stats), opt_state=opt_state)
         return new_state, _reduced_metrics(logits, losses, labels, mask, weights)
 
     if not data_on_device:
-        return data_parallel(step, donate_argnums=(0,), compiler_options=compiler_options)
+        return data_parallel(step, donate_argnums=(0,), block_argnums=(0,), block_outputs=(0,),
+                             compiler_options=compiler_options)
 
-    def step_on_device_data(state: TrainState, arrays: dict, plan: dict):
-        index = (state.step % plan["rows"].shape[0], lax.axis_index(AXIS))
-        return step(state, gather_batch(arrays, plan["rows"][index], plan["flip"][index]))
+    def step_on_device_data(state_block: TrainState, arrays: dict, plan: dict):
+        index = (state_block.step[0] % plan["rows"].shape[0], lax.axis_index(AXIS))
+        return step(state_block, gather_batch(arrays, plan["rows"][index], plan["flip"][index]))
 
     return data_parallel(step_on_device_data, replicated_argnums=(1, 2), donate_argnums=(0,),
+                         block_argnums=(0,), block_outputs=(0,),
                          compiler_options=compiler_options)
 
 
