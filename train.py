@@ -9,7 +9,7 @@ The same command is installed as `pisa-train` and runs as `python -m pisa_jax.tr
 """
 import sys
 
-from pisa_jax.train.flags import command
+from pisa_jax.train.flags import main
 
 if __name__ == "__main__":
-    sys.exit(command())
+    sys.exit(main())

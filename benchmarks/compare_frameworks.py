@@ -40,7 +40,6 @@ import jax  # noqa: E402
 
 from jax_step import (JaxStep, add_step_flags, flops_text, median, random_samples,  # noqa: E402
                       time_interleaved)
-from pisa_jax import host_memory  # noqa: E402
 from pisa_jax.data.pipeline import NORMALIZATION  # noqa: E402
 from pisa_jax.models.lowering import CONV_LOWERINGS  # noqa: E402
 
@@ -177,8 +176,6 @@ def guarded(name, run):
 
 def main():
     args = parse_args()
-    host_memory.reexec_with_hugepage_malloc()  # as the training command does
-    print(host_memory.describe())
     built = build_jax(args)
     first = next(iter(built))
     jax_steps = {name: step for name, step in built.items() if not isinstance(step, str)}

@@ -31,7 +31,6 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from jax import lax  # noqa: E402
 
-from pisa_jax import host_memory  # noqa: E402
 from pisa_jax.models import SkillModel, layers, resnet2d, resnet3d  # noqa: E402
 from pisa_jax.xla_options import cpu_compiler_options  # noqa: E402
 
@@ -159,8 +158,6 @@ def torch_step(video, spectrogram, labels, compile_model=False):
 
 def main():
     args = parse_args()
-    host_memory.reexec_with_hugepage_malloc()  # as the training command does
-    print(host_memory.describe())
     rng = np.random.default_rng(0)
     video = rng.standard_normal((args.batch, args.clips, 16, 112, 112, 3), np.float32)
     size = args.spectrogram_size

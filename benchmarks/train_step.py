@@ -25,7 +25,6 @@ import time
 import jax
 
 from jax_step import JaxStep, add_step_flags, flops_text
-from pisa_jax import host_memory
 
 
 def parse_args():
@@ -36,8 +35,6 @@ def parse_args():
 
 def main():
     args = parse_args()
-    host_memory.reexec_with_hugepage_malloc()  # as the training command does
-    print(host_memory.describe())
     step = JaxStep(args)
     t0 = time.perf_counter()
     for _ in range(2):

@@ -1,7 +1,7 @@
 """python -m pisa_jax.train ... : the same command as train.py."""
 import sys
 
-from pisa_jax.train.flags import command
+from pisa_jax.train.flags import main
 
 if __name__ == "__main__":
-    sys.exit(command())
+    sys.exit(main())

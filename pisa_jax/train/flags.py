@@ -15,7 +15,7 @@ import types
 import typing
 from typing import Any, Sequence
 
-from pisa_jax import cli, host_memory
+from pisa_jax import cli
 from pisa_jax.train.config import PRESETS, TrainConfig, TrainConfigError, dataset_config_of, preset
 
 
@@ -171,10 +171,3 @@ def _stop_now(problem: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     return cli.run(_main, argv)
-
-
-def command() -> int:
-    """The training command as a process (train.py, pisa-train, python -m pisa_jax.train): first
-    re-executed with huge-page malloc where that helps (`pisa_jax.host_memory`), then `main`."""
-    host_memory.reexec_with_hugepage_malloc()
-    return main()
