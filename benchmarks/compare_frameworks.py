@@ -1,12 +1,19 @@
 """Benchmark: the project's JAX training step and the same model in PyTorch, side by side.
 
-Both frameworks train the same network at the same shapes in one process: the audio-visual
+Both frameworks train the same network at the same shapes in one invocation: the audio-visual
 skill model (R3D + R2D or C3D + R2D, three heads), uint8 inputs already on the device and
 normalised inside the step, loss = sum of the three cross-entropies, Adam with coupled weight
 decay. JAX is `pisa_jax.train.steps.make_train_step` (the training's own step and XLA
-options); PyTorch is `pisa_jax.reference.skill_model`. The variants run interleaved, one step
-each per round, so a slower stretch of a shared machine slows all of them; the table gives
-medians over the rounds and each PyTorch variant's time divided by JAX's (> 1: JAX is faster).
+options); PyTorch is `pisa_jax.reference.skill_model`.
+
+Every variant runs in a worker process of its own (this script with --worker), started one
+after another; the parent then steps them round-robin, one step each per round, so a slower
+stretch of a shared machine slows all of them alike while no variant shares threads, allocator
+or caches with another. (In one process, on 2 CPU cores: PyTorch eager ran up to 15 % faster
+beside JAX than alone, on heap memory JAX's freed buffers had already faulted in, and JAX ran
+up to 40 % slower beside torch.compile.) The table gives medians over the rounds and, for each
+variant, the median over rounds of its time divided by JAX's in the same round (> 1: JAX is
+faster), which a machine drifting between rounds leaves alone.
 
 PyTorch variants: eager, compile (torch.compile of forward + loss), each optionally +bf16
 (autocast) and +cl3d (channels_last_3d model and input). Default: eager and compile at the
@@ -26,27 +33,28 @@ from __future__ import annotations
 
 import os
 
-# PyTorch's OpenMP threads spin while idle by default; in one process with XLA's thread pool
-# both then starve each other. Set before torch (libgomp) loads.
+# PyTorch's OpenMP threads spin while idle by default: set before torch (libgomp) loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-# PyTorch shares the GPU with JAX here: JAX must not reserve most of its memory up front.
+# The workers share the GPU: none may reserve most of its memory up front.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import argparse  # noqa: E402
 import copy  # noqa: E402
+import json  # noqa: E402
 import platform  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
 
-import jax  # noqa: E402
-
-from jax_step import (JaxStep, add_step_flags, flops_text, median, random_samples,  # noqa: E402
-                      time_interleaved)
+from jax_step import JaxStep, add_step_flags, flops_text, median, random_samples  # noqa: E402
 from pisa_jax.data.pipeline import NORMALIZATION  # noqa: E402
 from pisa_jax.models.lowering import CONV_LOWERINGS  # noqa: E402
+from pisa_jax.train.config import TrainConfig  # noqa: E402
 
 TORCH_VARIANT_PARTS = ("eager", "compile", "bf16", "cl3d")
 
 
-def parse_args():
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_step_flags(p)
@@ -59,7 +67,8 @@ def parse_args():
                         "first row is always --conv_lowering with the project's options)")
     p.add_argument("--append_rows", default=None, metavar="FILE",
                    help="append the table rows, prefixed with the configuration, to FILE")
-    return p.parse_args()
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # one variant, see above
+    return p.parse_args(argv)
 
 
 def torch_variants(args, on_gpu: bool) -> list[str]:
@@ -80,54 +89,6 @@ def torch_variants(args, on_gpu: bool) -> list[str]:
     return names
 
 
-class TorchStep:
-    """The PyTorch model and step of one variant, on inputs already on its device."""
-
-    def __init__(self, name: str, args, config, base_model, inputs, device):
-        import torch
-
-        from pisa_jax.reference import skill_model
-        parts = set(name.split("+"))
-        mean, std = NORMALIZATION["c3d" if config.visual_backbone == "c3d" else config.visual_stem]
-        self.model = copy.deepcopy(base_model).to(device)  # every variant starts equal
-        self.step = skill_model.make_train_step(
-            self.model, mean=mean, std=std, learning_rate=config.learning_rate,
-            weight_decay=config.weight_decay, compile_model="compile" in parts,
-            autocast_dtype=torch.bfloat16 if "bf16" in parts else None,
-            channels_last="cl3d" in parts)
-        self.inputs, self.device = inputs, device
-
-    def run(self) -> None:
-        import torch
-        self.step(*self.inputs)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-
-
-def build_torch(args, config, names):
-    import torch
-
-    from pisa_jax.reference import skill_model
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    else:
-        torch.set_num_threads(os.cpu_count() or 1)
-    base = skill_model.SkillModel(
-        visual_backbone=config.visual_backbone, depths=config.depths, num_classes=10,
-        hidden=config.hidden, dropout=config.dropout, base_width=config.base_width,
-        conv1_t_stride=config.conv1_t_stride,
-        clip_shape=(args.clip_length, args.image_size, args.image_size))
-    host = random_samples(args, args.batch_size)
-    inputs = (torch.from_numpy(host["video"]).to(device),
-              torch.from_numpy(host["spectrogram"]).to(device),
-              torch.from_numpy(host["label"]).long().to(device))
-    runners = {}
-    for name in names:
-        runners[f"torch {name}"] = TorchStep(name, args, config, base, inputs, device)
-    return runners, torch.__version__, device
-
-
 def jax_variant_args(args, variant: str):
     """args for one --jax_variants entry: LOWERING[:xla_defaults][:NAME=VALUE]..."""
     lowering, *extras = variant.split(":")
@@ -141,84 +102,188 @@ def jax_variant_args(args, variant: str):
     return changed
 
 
-def build_jax(args) -> dict:
-    """name -> JaxStep, or the one-line error that kept it from compiling (e.g. out of
-    memory), so the other variants still run."""
+def jax_names(args) -> list[str]:
     first = f"jax {args.conv_lowering}{':xla_defaults' if args.xla_defaults else ''}"
-    variants = [(first, args)] + [
-        (f"jax {v}", jax_variant_args(args, v))
-        for v in filter(None, (v.strip() for v in args.jax_variants.split(",")))]
-    steps = {}
-    for name, variant_args in variants:
+    extra = [f"jax {v}" for v in filter(None, (v.strip() for v in args.jax_variants.split(",")))]
+    for name in extra:
+        jax_variant_args(args, name[4:])  # a typo stops here, before any worker starts
+    return [first] + extra
+
+
+class TorchStep:
+    """The PyTorch model and step of one variant, on random inputs already on its device."""
+
+    def __init__(self, name: str, args):
+        import torch
+
+        from pisa_jax.reference import skill_model
+        depths = tuple(int(d) for d in args.depths.split(","))
+        config = TrainConfig(depths=depths, batch_size=args.batch_size,
+                             base_width=args.base_width, visual_backbone=args.visual_backbone)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        else:
+            torch.set_num_threads(os.cpu_count() or 1)
+        torch.manual_seed(0)  # every variant starts from the same weights
+        model = skill_model.SkillModel(
+            visual_backbone=config.visual_backbone, depths=config.depths, num_classes=10,
+            hidden=config.hidden, dropout=config.dropout, base_width=config.base_width,
+            conv1_t_stride=config.conv1_t_stride,
+            clip_shape=(args.clip_length, args.image_size, args.image_size)).to(self.device)
+        parts = set(name.split("+"))
+        mean, std = NORMALIZATION["c3d" if config.visual_backbone == "c3d" else config.visual_stem]
+        self.step = skill_model.make_train_step(
+            model, mean=mean, std=std, learning_rate=config.learning_rate,
+            weight_decay=config.weight_decay, compile_model="compile" in parts,
+            autocast_dtype=torch.bfloat16 if "bf16" in parts else None,
+            channels_last="cl3d" in parts)
+        host = random_samples(args, args.batch_size)
+        self.inputs = (torch.from_numpy(host["video"]).to(self.device),
+                       torch.from_numpy(host["spectrogram"]).to(self.device),
+                       torch.from_numpy(host["label"]).long().to(self.device))
+        self.info = {"version": f"torch {torch.__version__} on {self.device}"}
+
+    def run(self) -> None:
+        import torch
+        self.step(*self.inputs)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+
+def one_line(error: BaseException) -> str:
+    return f"{type(error).__name__}: {str(error).strip().splitlines()[0][:120]}"
+
+
+def worker(args) -> None:
+    """Build one variant, then answer the parent's lines: "run" -> {"seconds"}, "quit"."""
+    protocol = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # whatever the libraries print goes to stderr, not into the protocol
+
+    def send(**message):
+        protocol.write(json.dumps(message) + "\n")
+        protocol.flush()
+    try:
+        if args.worker.startswith("jax "):
+            import jax
+            first = jax_names(args)[0]
+            step = JaxStep(args if args.worker == first else jax_variant_args(args, args.worker[4:]))
+            device = step.devices[0]
+            info = {"compile_s": step.compile_s, "flops": step.flops_per_step(),
+                    "platform": device.platform, "device_kind": device.device_kind,
+                    "devices": len(step.devices), "version": f"jax {jax.__version__}"}
+        else:
+            step = TorchStep(args.worker[len("torch "):], args)
+            info = step.info
+    except Exception as error:  # noqa: BLE001 - reported in the table
+        send(error=one_line(error))
+        return
+    send(ready=True, **info)
+    for line in sys.stdin:
+        if line.strip() != "run":
+            break
         try:
-            steps[name] = JaxStep(variant_args)
-            print(f"compiled {name} in {steps[name].compile_s:.1f} s", flush=True)
-        except Exception as error:  # noqa: BLE001 - reported in the table
-            steps[name] = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:120]}"
-            print(f"{name} failed: {steps[name]}", flush=True)
-    return steps
+            t0 = time.perf_counter()
+            step.run()
+            send(seconds=time.perf_counter() - t0)
+        except Exception as error:  # noqa: BLE001 - e.g. torch.compile without a compiler
+            send(error=one_line(error))
 
 
-def guarded(name, run):
-    """A runner that records its first failure (e.g. torch.compile without a compiler) and
-    then does nothing, so one broken variant does not end the comparison."""
-    state = {"error": None}
+class Worker:
+    """A variant's worker process, as the parent sees it."""
 
-    def call():
-        if state["error"] is None:
-            try:
-                run()
-            except Exception as error:  # noqa: BLE001 - reported in the table
-                state["error"] = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:120]}"
-                print(f"{name} failed: {state['error']}", flush=True)
-    return call, state
+    def __init__(self, name: str):
+        self.name, self.error = name, None
+        self.process = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), *sys.argv[1:], "--worker", name],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.info = self._receive() or {}
+
+    def _receive(self) -> dict | None:
+        line = self.process.stdout.readline()
+        message = json.loads(line) if line else {
+            "error": f"worker exited with status {self.process.wait()}"}
+        if "error" in message and self.error is None:
+            self.error = message["error"]
+            print(f"{self.name} failed: {self.error}", flush=True)
+        return None if "error" in message else message
+
+    def step(self) -> float | None:
+        if self.error is not None:
+            return None
+        self.process.stdin.write("run\n")
+        self.process.stdin.flush()
+        message = self._receive()
+        return None if message is None else message["seconds"]
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            self.process.wait()
 
 
 def main():
     args = parse_args()
-    built = build_jax(args)
-    first = next(iter(built))
-    jax_steps = {name: step for name, step in built.items() if not isinstance(step, str)}
-    if first not in jax_steps:
-        raise SystemExit(f"error: the JAX step did not compile: {built[first]}")
-    main_step = jax_steps[first]
-    device = main_step.devices[0]
-    names = torch_variants(args, device.platform == "gpu")
-    torch_runners, torch_version, torch_device = ({}, None, None)
-    if names:
-        torch_runners, torch_version, torch_device = build_torch(args, main_step.config, names)
+    if args.worker:
+        return worker(args)
+    workers = {}
+    try:
+        for name in jax_names(args):
+            workers[name] = Worker(name)
+            print(f"compiled {name} in {workers[name].info.get('compile_s', 0):.1f} s", flush=True)
+        first = workers[jax_names(args)[0]]
+        if first.error:
+            raise SystemExit(f"error: the JAX step did not compile: {first.error}")
+        for name in torch_variants(args, first.info["platform"] == "gpu"):
+            workers[f"torch {name}"] = Worker(f"torch {name}")
+        for name, w in workers.items():
+            t = w.step()
+            print(f"warm-up {name}: {'failed' if t is None else f'{t:.1f} s'}", flush=True)
+        times = {name: [] for name in workers}  # seconds per round (None: failed)
+        for _ in range(args.steps):
+            for name, w in workers.items():
+                times[name].append(w.step())
+    finally:
+        for w in workers.values():
+            w.close()
+    print("seconds per round:")
+    for name, ts in times.items():
+        print(f"  {name:24s} " + " ".join("-" if t is None else f"{t:.2f}" for t in ts))
+    print_table(args, workers, times, first)
 
-    runners, states = {}, {}
-    for name, step in {**jax_steps, **torch_runners}.items():
-        runners[name], states[name] = guarded(name, step.run)
-    times = time_interleaved(runners, args.steps, log=lambda m: print(m, flush=True))
 
-    flops = main_step.flops_per_step()
-    jax_time = median(times[first])
-    visual = "c3d" if args.visual_backbone == "c3d" else f"r{main_step.config.depths[0]}"
-    configuration = (f"{visual}+r{main_step.config.depths[1]} {args.precision} "
+def print_table(args, workers, times, first):
+    info = first.info
+    visual = "c3d" if args.visual_backbone == "c3d" else f"r{args.depths.split(',')[0]}"
+    configuration = (f"{visual}+r{args.depths.split(',')[1]} {args.precision} "
                      f"b{args.batch_size} {args.clips}x{args.clip_length}x{args.image_size}^2 "
                      f"spec {args.spectrogram_size}^2 w{args.base_width}")
-    print(f"\n{configuration}; {args.steps} interleaved steps per variant, medians")
-    print(f"machine: {device.device_kind} x{len(main_step.devices)} ({device.platform}), "
-          f"{os.cpu_count()} CPU cores, {platform.machine()}; jax {jax.__version__}"
-          + (f", torch {torch_version} on {torch_device}" if torch_version else ""))
-    header = ("| variant | ms/step | samples/s | s per 516-sample epoch | model FLOP/s | "
-              "its time / JAX's |")
-    rows = [f"| {name} | failed: {error} | | | | |" for name, error in built.items()
-            if isinstance(error, str)]
-    for name, values in times.items():
-        if states[name]["error"]:
-            rows.append(f"| {name} | failed: {states[name]['error']} | | | | |")
+    versions = ", ".join(dict.fromkeys(w.info["version"] for w in workers.values() if w.info))
+    print(f"\n{configuration}; {args.steps} round-robin steps per variant, each variant in its "
+          f"own process; medians, ratio: median of the rounds' ratios")
+    print(f"machine: {info['device_kind']} x{info['devices']} ({info['platform']}), "
+          f"{os.cpu_count()} CPU cores, {platform.machine()}; {versions}")
+
+    class Device:  # what flops_text needs of a device
+        platform, device_kind = info["platform"], info["device_kind"]
+    rows = []
+    for name, w in workers.items():
+        done = [t for t in times[name] if t is not None]
+        if w.error or not done:
+            rows.append(f"| {name} | failed: {w.error} | | | | |")
             continue
-        seconds = median(values)
+        seconds = median(done)
         samples_s = args.batch_size / seconds
-        ratio = "1.00 (JAX)" if name == first else f"{seconds / jax_time:.2f}"
+        # the median of the rounds' ratios: a machine that drifts between rounds moves both
+        pairs = [t / j for t, j in zip(times[name], times[first.name]) if t and j]
+        ratio = "1.00 (JAX)" if w is first else f"{median(pairs):.2f}"
         rows.append(f"| {name} | {seconds * 1e3:.1f} | {samples_s:.2f} | "
                     f"{args.epoch_samples / samples_s:.1f} | "
-                    f"{flops_text(flops, seconds, device, args.precision, len(main_step.devices))}"
+                    f"{flops_text(info['flops'], seconds, Device, args.precision, info['devices'])}"
                     f" | {ratio} |")
-    print(header.replace("516", str(args.epoch_samples)))
+    print(f"| variant | ms/step | samples/s | s per {args.epoch_samples}-sample epoch | "
+          "model FLOP/s | its time / JAX's |")
     print("|---|---|---|---|---|---|")
     print("\n".join(rows))
     if args.append_rows:

@@ -10,7 +10,9 @@ is `lowering:options[:reduce_window_pool]`:
   slices), for the before/after figure;
 - flax_batch_norm: `flax.linen.BatchNorm` instead of the project's (pisa_jax.models.batch_norm).
 PyTorch runs with OMP_WAIT_POLICY=PASSIVE: with OpenMP's default spin-waiting, its idle threads
-and XLA's took turns starving each other and both steps ran 2-4x slower than alone.
+and XLA's took turns starving each other and both steps ran 2-4x slower than alone. Its column
+is a reference only: in one process with JAX, PyTorch eager measured up to 15 % faster than
+alone; benchmarks/compare_frameworks.py runs each framework in its own process.
 
     python benchmarks/cpu_step_levers.py --variants native:default:reduce_window_pool,auto:project
 """
