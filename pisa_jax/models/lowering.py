@@ -135,12 +135,15 @@ def _taps(x, kernel, strides, padding):
     t = x.shape[1]
     t_out = _frames_per_output(t, kt, st, pt)
     out = None
+    # split, not kernel[k]: its gradient is one concatenation of the taps' kernel gradients,
+    # where slices' would be kt zero-padded full-size kernels summed
+    tap_kernels = lax.split(kernel, [1] * kt, axis=0)  # kt x [1, kh, kw, I, O]
     for k, (first, last) in enumerate(_tap_output_ranges(t, kt, st, pt)):
         if last < first:
             continue  # this tap only ever reads temporal padding
         start = first * st + k - pt
         frames = lax.slice_in_dim(x, start, start + (last - first) * st + 1, st, axis=1)
-        y = _conv2d_over_frames(frames, kernel[k], s2d, p2d)  # [N, last - first + 1, H', W', O]
+        y = _conv2d_over_frames(frames, tap_kernels[k][0], s2d, p2d)  # [N, last-first+1, H', W', O]
         if first or last < t_out - 1:
             y = jnp.pad(y, ((0, 0), (first, t_out - 1 - last), (0, 0), (0, 0), (0, 0)))
         out = y if out is None else out + y
