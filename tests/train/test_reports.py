@@ -1,4 +1,6 @@
 """results.json scores and the report files."""
+import json
+
 import numpy as np
 
 from pisa_jax.train import reports
@@ -38,3 +40,46 @@ def test_reports_are_written(tmp_path):
     # a resumed run at step 5 drops what the killed run logged after it
     reports.MetricsLog(tmp_path, resume_step=5, tensorboard=False).close()
     assert [r["step"] for r in reports.read_metrics(tmp_path / reports.METRICS_FILE)] == [5, 5]
+
+
+def test_tensorboard_writer_starts_without_importing_torch(tmp_path):
+    """Where the torch extra is installed, tensorboardX's writer would import PyTorch (seconds
+    per training process); the metrics log keeps it out, and torch still imports afterwards."""
+    import subprocess
+    import sys
+    code = ("import sys\n"
+            "from pisa_jax.train import reports\n"
+            f"log = reports.MetricsLog({str(tmp_path)!r})\n"
+            "log.scalars('train', 1, {'loss': 1.5})\n"
+            "log.close()\n"
+            "print('torch' in sys.modules)\n"
+            "try:\n"
+            "    import torch\n"
+            "except ImportError:\n"
+            "    print('no torch')\n"
+            "else:\n"
+            "    print('torch', torch.__name__)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.split()
+    assert lines[0] == "False", out.stdout
+    assert lines[1:] in (["no", "torch"], ["torch", "torch"]), out.stdout
+    assert list((tmp_path / "tensorboard").iterdir()), "no event file written"
+
+
+def test_eval_reports_keep_the_best_evaluation_beside_the_latest(tmp_path):
+    labels = np.arange(10)
+    good = evaluation_results({"multimodal": _onehot(labels)}, labels, primary="multimodal")
+    worse = evaluation_results({"multimodal": _onehot(labels[::-1])}, labels, primary="multimodal")
+    log = reports.MetricsLog(tmp_path, tensorboard=False)
+    log.write("train", 5, {"epoch": 1, "loss": 2.0, "accuracy_multimodal": 10.0})
+    log.write("eval", 5, {"epoch": 1, "accuracy_multimodal": 100.0})
+    log.close()
+    reports.write_eval_reports(tmp_path, {**good, "step": 5}, best=True)
+    best_png = (tmp_path / "confusion_matrix_best.png").read_bytes()
+    assert best_png == (tmp_path / reports.CONFUSION_PNG).read_bytes() and len(best_png) > 1000
+    reports.write_eval_reports(tmp_path, {**worse, "step": 10}, best=False)
+    assert (tmp_path / "confusion_matrix_best.png").read_bytes() == best_png  # kept
+    assert (tmp_path / reports.CONFUSION_PNG).read_bytes() != best_png        # the latest
+    assert json.loads((tmp_path / "results_best.json").read_text())["step"] == 5
+    assert not list(tmp_path.glob("*.tmp"))
