@@ -39,7 +39,7 @@ def evaluate_workdir(workdir: str | Path, which: str = "best", *, data_dir: str 
         raise EvaluateError(f"--batch_size={batch_size}: expected a positive number of samples")
     import jax
 
-    from pisa_jax.train import reports, videos
+    from pisa_jax.train import figures, reports, videos
     from pisa_jax.train.checkpoints import load_trained
     from pisa_jax.train.distributed import replicate
     from pisa_jax.train.loop import open_training_data
@@ -70,7 +70,7 @@ def evaluate_workdir(workdir: str | Path, which: str = "best", *, data_dir: str 
             reports.write_results(workdir, results, name=f"eval_{which}.json")
             if "videos" in results:
                 videos.write_table(workdir / f"eval_{which}_videos.csv", results["videos"])
-            reports.plot_confusion(results, workdir / f"eval_{which}_confusion.png")
+            figures.plot_confusion(results, workdir / f"eval_{which}_confusion.png")
         except OSError as error:
             raise ScoresNotSavedError(
                 f"{workdir}: cannot save the scores above into it ({error.strerror or error}); "

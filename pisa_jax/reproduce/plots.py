@@ -9,13 +9,7 @@ import numpy as np
 
 from pisa_jax.reproduce.experiments import DEPTHS, Experiment
 from pisa_jax.reproduce.statistics import HEADS
-
-
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
+from pisa_jax.train.figures import pyplot
 
 
 def _value(row: dict, key: str) -> tuple[float, float]:
@@ -88,7 +82,7 @@ def _bars(ax, rows, key, heads: bool):
 
 
 def plot_experiment(experiment: Experiment, rows: list[dict], path: str | Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     key, unit = _metric(experiment)
     splits = list(dict.fromkeys(r["split"] for r in rows)) or ["(no runs)"]
     fig, axes = plt.subplots(1, len(splits), figsize=(5.5 * len(splits), 4.6), squeeze=False)

@@ -1,9 +1,8 @@
 """What a user reads in the workdir: the scores of an evaluation (results.json), metrics.jsonl,
-TensorBoard events and PNG figures.
+TensorBoard events and the PNG figures (drawn by pisa_jax.train.figures).
 
 Classes are skill levels: class c is level c + 1 (PISA rates players 1-10). Only the lead host
-(process 0) writes files. TensorBoard files come from tensorboardX (no TensorFlow needed);
-figures from matplotlib's Agg backend (no display needed).
+(process 0) writes files. TensorBoard files come from tensorboardX (no TensorFlow needed).
 """
 from __future__ import annotations
 
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pisa_jax.train import videos
+from pisa_jax.train import figures, videos
 
 METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"
@@ -148,14 +147,14 @@ class MetricsLog:
         """A PNG the reports wrote (confusion matrix, curves), as a TensorBoard image."""
         if self._writer is None or not Path(png).is_file():
             return
-        plt = _pyplot()
-        pixels = plt.imread(str(png))[..., :3]  # [H, W, 3] float in [0, 1]
+        pixels = figures.pyplot().imread(str(png))[..., :3]  # [H, W, 3] float in [0, 1]
         self._writer.add_image(tag, pixels, int(step), dataformats="HWC")
         self._writer.flush()
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+
 
 def _summary_writer_class():
     """tensorboardX's SummaryWriter, imported without PyTorch: its writer module tries
@@ -252,74 +251,13 @@ def write_results(workdir: str | Path, results: dict, name: str = RESULTS_FILE) 
     return path
 
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def plot_confusion(results: dict, path: str | Path) -> None:
-    """One confusion matrix (rows true level, columns predicted level) per head."""
-    plt = _pyplot()
-    heads = list(results["heads"])
-    fig, axes = plt.subplots(1, len(heads), figsize=(4.6 * len(heads), 4.4), squeeze=False)
-    for ax, head in zip(axes[0], heads):
-        matrix = np.array(results["heads"][head]["confusion_matrix"])
-        n = matrix.shape[0]
-        ax.imshow(matrix, cmap="Blues")
-        for i in range(n):
-            for j in range(n):
-                if matrix[i, j]:
-                    ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
-                            color="white" if matrix[i, j] > matrix.max() / 2 else "black")
-        ax.set_xticks(range(n), [str(c + 1) for c in range(n)])
-        ax.set_yticks(range(n), [str(c + 1) for c in range(n)])
-        ax.set_xlabel("predicted level")
-        ax.set_ylabel("true level")
-        ax.set_title(f"{head}: {results['heads'][head]['accuracy']:.1f}%")
-    fig.suptitle(f"test split, step {results.get('step', '?')}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def plot_curves(records: list[dict], path: str | Path) -> None:
-    """Training loss/accuracy per epoch and test accuracy of each head per evaluation."""
-    plt = _pyplot()
-    train = [r for r in records if r.get("kind") == "train"]
-    evals = [r for r in records if r.get("kind") == "eval"]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
-    if train:
-        epochs = [r["epoch"] for r in train]
-        ax_loss.plot(epochs, [r["loss"] for r in train], label="train loss (sum of heads)")
-    ax_loss.set_xlabel("epoch")
-    ax_loss.set_ylabel("loss")
-    ax_loss.legend(loc="upper right")
-    for key in sorted({k for r in train for k in r if k.startswith("accuracy_")}):
-        ax_acc.plot([r["epoch"] for r in train], [r[key] for r in train], "--",
-                    label=f"train {key[len('accuracy_'):]}")
-    for key in sorted({k for r in evals for k in r if k.startswith("accuracy_")}):
-        ax_acc.plot([r["epoch"] for r in evals], [r[key] for r in evals], "o-",
-                    label=f"test {key[len('accuracy_'):]}")
-    ax_acc.set_xlabel("epoch")
-    ax_acc.set_ylabel("accuracy (%)")
-    ax_acc.legend(loc="lower right", fontsize=8)
-    from matplotlib.ticker import MaxNLocator
-    for ax in (ax_loss, ax_acc):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def write_eval_reports(workdir: str | Path, results: dict, *, best: bool,
                        log: MetricsLog | None = None) -> None:
     """results.json + confusion matrix of this evaluation; *_best copies when it is the best;
     the training curves from metrics.jsonl; both figures to TensorBoard when `log` is given."""
     workdir = Path(workdir)
     write_results(workdir, results)
-    plot_confusion(results, workdir / CONFUSION_PNG)
+    figures.plot_confusion(results, workdir / CONFUSION_PNG)
     if best:
         write_results(workdir, results, name="results_best.json")
         # the same figure: a copy, not a second rendering (~0.4 s per evaluation on 2 cores)
@@ -327,7 +265,7 @@ def write_eval_reports(workdir: str | Path, results: dict, *, best: bool,
         tmp = best_png.with_name(best_png.name + ".tmp")
         shutil.copyfile(workdir / CONFUSION_PNG, tmp)
         os.replace(tmp, best_png)
-    plot_curves(read_metrics(workdir / METRICS_FILE), workdir / CURVES_PNG)
+    figures.plot_curves(read_metrics(workdir / METRICS_FILE), workdir / CURVES_PNG)
     if log is not None:
         step = results.get("step", 0)
         log.image("eval/confusion_matrix", workdir / CONFUSION_PNG, step)

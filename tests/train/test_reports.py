@@ -23,7 +23,7 @@ def test_head_scores():
     assert head_scores(_onehot(np.zeros(5, int)), labels)["spearman"] is None  # constant
 
 
-def test_reports_are_written(tmp_path):
+def test_scores_and_the_metrics_log(tmp_path):
     labels = np.arange(10)
     results = evaluation_results({"visual": _onehot(labels), "multimodal": _onehot(labels[::-1])},
                                  labels, primary="multimodal")
@@ -33,9 +33,6 @@ def test_reports_are_written(tmp_path):
     log.write("eval", 5, {"epoch": 1, "accuracy_visual": 100.0})
     log.write("train", 10, {"epoch": 2, "loss": 1.0, "accuracy_visual": 30.0})
     log.close()
-    reports.plot_confusion(results, tmp_path / "c.png")
-    reports.plot_curves(reports.read_metrics(tmp_path / reports.METRICS_FILE), tmp_path / "t.png")
-    assert (tmp_path / "c.png").stat().st_size > 1000 and (tmp_path / "t.png").stat().st_size > 1000
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     # a resumed run at step 5 drops what the killed run logged after it
     reports.MetricsLog(tmp_path, resume_step=5, tensorboard=False).close()
