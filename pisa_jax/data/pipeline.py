@@ -147,6 +147,9 @@ def eval_batches(source: SampleSource, *, global_batch_size: int, num_local_devi
         yield _assemble(source, np.where(mask, rows, 0), None, mask, num_local_devices)
 
 
+JOIN_TIMEOUT_S = 60.0  # how long a closed prefetch waits for its producer's last batch
+
+
 def prefetch_to_device(iterator: Iterable[dict], size: int = 2,
                        devices: Sequence | None = None) -> Iterator[dict]:
     """Puts batches on the local devices (leading axis split across them, as pmap expects)
@@ -189,6 +192,10 @@ def prefetch_to_device(iterator: Iterable[dict], size: int = 2,
             yield item
     finally:
         stop.set()
+        # Wait for the producer to finish the batch it holds: a daemon thread still inside
+        # jax.device_put when the interpreter exits is torn down in C++ code and aborts the
+        # process (SIGABRT, "exception not rethrown") after a clean stop.
+        thread.join(timeout=JOIN_TIMEOUT_S)
 
 
 def prepare_inputs(batch: dict, mean: Sequence[float], std: Sequence[float], dtype=None) -> dict:

@@ -118,6 +118,29 @@ def test_prefetch_to_device_shards_over_local_devices():
         list(prefetch_to_device(broken()))
 
 
+def test_a_prefetch_closed_early_waits_for_its_producer():
+    """A consumer that stops early (a signal, an error) closes the prefetch; its producer must
+    be gone by then, not left inside jax.device_put for the interpreter's exit to tear down."""
+    import threading
+    import time
+    batches = epoch(FakeSource(24))
+
+    def slow():  # the producer is busy with the next batch when the consumer stops
+        for batch in batches:
+            yield batch
+            time.sleep(0.5)
+
+    def producers():
+        return [t for t in threading.enumerate() if t.name == "prefetch_to_device"]
+
+    assert not producers()
+    stream = prefetch_to_device(slow(), size=1)
+    next(stream)
+    assert len(producers()) == 1
+    stream.close()
+    assert not producers()
+
+
 def test_prepare_inputs_normalises_on_device():
     mean, std = NORMALIZATION["hara"]
     batch = {"video": np.full((2, 1, 1, 1, 2, 2, 3), 255, np.uint8),
