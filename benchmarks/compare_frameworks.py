@@ -13,7 +13,11 @@ or caches with another. (In one process, on 2 CPU cores: PyTorch eager ran up to
 beside JAX than alone, on heap memory JAX's freed buffers had already faulted in, and JAX ran
 up to 40 % slower beside torch.compile.) The table gives medians over the rounds and, for each
 variant, the median over rounds of its time divided by JAX's in the same round (> 1: JAX is
-faster), which a machine drifting between rounds leaves alone.
+faster), which a machine drifting between rounds leaves alone. Before each step the parent
+waits --pause_s (default 1 s on a CPU): without it each variant also ran in the wake of the one
+before it (2 CPU cores, same hour: JAX 1.79 s per step after torch.compile's step, 1.63 s after a
+pause; PyTorch eager 1.87 s after JAX's, 1.68 s after a pause), which made the ratios lean on
+the order of the variants.
 
 PyTorch variants: eager, compile (torch.compile of forward + loss), each optionally +bf16
 (autocast) and +cl3d (channels_last_3d model and input). Default: eager and compile at the
@@ -67,6 +71,8 @@ def parse_args(argv=None):
                         "first row is always --conv_lowering with the project's options)")
     p.add_argument("--append_rows", default=None, metavar="FILE",
                    help="append the table rows, prefixed with the configuration, to FILE")
+    p.add_argument("--pause_s", type=float, default=None,
+                   help="idle seconds before each timed step (default: 1 on a CPU, 0.2 on a GPU)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # one variant, see above
     return p.parse_args(argv)
 
@@ -241,8 +247,11 @@ def main():
             t = w.step()
             print(f"warm-up {name}: {'failed' if t is None else f'{t:.1f} s'}", flush=True)
         times = {name: [] for name in workers}  # seconds per round (None: failed)
+        pause_s = args.pause_s if args.pause_s is not None else (
+            0.2 if first.info["platform"] == "gpu" else 1.0)
         for _ in range(args.steps):
             for name, w in workers.items():
+                time.sleep(pause_s)  # the step before, in another process, has wound down
                 times[name].append(w.step())
     finally:
         for w in workers.values():
