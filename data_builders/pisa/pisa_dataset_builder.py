@@ -148,7 +148,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         frames = c.clips_per_sample * c.clip_length
         spec_shape = c.layout().spectrogram_shape
         zlib = tfds.features.Encoding.ZLIB
-        return self.dataset_info_from_configs(
+        info = self.dataset_info_from_configs(
             features=tfds.features.FeaturesDict({
                 "video": tfds.features.Tensor(shape=(frames, c.image_size, c.image_size, 3),
                                               dtype=np.uint8, encoding=zlib),
@@ -169,6 +169,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 "spectrogram_per_clip": c.spectrogram_per_clip, "split_by": c.split_by,
                 "annotated_frames": c.frames_per_annotation}),
         )
+        # For a dataset not yet built, TFDS would make a temporary directory (never removed) to
+        # copy precomputed metadata from its GCS bucket into; PISA has none there.
+        info.initialize_from_bucket = lambda: None
+        return info
 
     def _annotations_path(self, manual_dir: str) -> str | None:
         annotations = self.builder_config.annotations

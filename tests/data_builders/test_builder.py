@@ -160,3 +160,19 @@ def test_the_dataset_records_the_frame_rates_of_its_videos(synthetic_tiny):
     """A sample spans frames: the rates say which seconds it covers (predict matches them)."""
     from pisa_jax.data.dataset import open_dataset
     assert open_dataset("synthetic_tiny", synthetic_tiny.data_dir).framerates == (15.0,)
+
+
+def test_a_build_leaves_nothing_in_the_temporary_directory(tmp_path, write_coded_video,
+                                                           write_annotations, small_config,
+                                                           monkeypatch):
+    import tempfile
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    write_coded_video(tmp_path / "videos" / "1.mp4", 10, 24)
+    write_coded_video(tmp_path / "videos" / "2.mp4", 10, 24)
+    splits = {"train": records(1, 3, 24, 1, 8), "test": records(2, 5, 24, 1, 8)}
+    config = small_config(write_annotations(tmp_path / "mine.json", splits))
+    result = build_dataset(config, tmp_path / "videos", tmp_path / "data", num_workers=1)
+    assert result.split_sizes == {"train": 1, "test": 1}
+    assert list(temp.iterdir()) == []   # TFDS made an empty directory here per unbuilt dataset
