@@ -21,6 +21,11 @@ _CLUSTER_ENV = ("JAX_COORDINATOR_ADDRESS", "SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE
                 "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS")
 
 
+# jax.distributed's heartbeat timeout, in multiples of --peer_timeout_s: the earliest it aborts
+# after a death (half of its timeout) must come after the latest the watch stops (0.6 of it).
+JAX_HEARTBEAT_FACTOR = 2
+
+
 def _in_multi_process_cluster() -> bool:
     sizes = [os.environ.get(k) for k in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")]
     if any(s is not None and s.isdigit() and int(s) > 1 for s in sizes):
@@ -36,9 +41,12 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     On CPU the cross-process collectives need gloo (jax's default CPU collectives are none).
 
     timeout_s bounds how long the others wait for a process that died: a collective with a dead
-    peer fails at once (its connection closes); one that stopped without closing (a frozen or
-    unplugged host) misses the coordination service's heartbeats, which after timeout_s ends
-    every process; and at exit, the shutdown barrier waits at most timeout_s for the others.
+    peer fails at once (its connection closes), or `watch_peers` stops them after timeout_s / 2.
+    jax's own heartbeat is only the backstop, at twice timeout_s: it aborts every process (with
+    a page of logs) when a peer's last beat is a whole heartbeat timeout old, and its beats are
+    far apart (a death on a 2-core CI machine was aborted after 36.7 s of a 60 s timeout), so at
+    timeout_s itself it raced the watch and could win.
+    At exit, the shutdown barrier waits at most timeout_s for the others.
     """
     explicit = [coordinator_address, num_processes, process_id]
     if any(v is not None for v in explicit) and not all(v is not None for v in explicit):
@@ -50,7 +58,8 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     except (AttributeError, ValueError):  # a jax whose CPU collectives need no choosing
         pass
-    timeouts = dict(heartbeat_timeout_seconds=timeout_s, shutdown_timeout_seconds=timeout_s)
+    timeouts = dict(heartbeat_timeout_seconds=JAX_HEARTBEAT_FACTOR * timeout_s,
+                    shutdown_timeout_seconds=timeout_s)
     if coordinator_address is not None:
         jax.distributed.initialize(coordinator_address=coordinator_address,
                                    num_processes=num_processes, process_id=process_id, **timeouts)
@@ -63,17 +72,17 @@ def watch_peers(timeout_s: float, on_lost: Callable[[str], None]) -> Callable[[]
     """Multi-host: stop this process cleanly when another one dies or hangs.
 
     A daemon thread beats a counter into the coordination service's key-value store every
-    timeout_s / 6 s and watches the others' counters: one that has not advanced for
-    timeout_s / 2 (or a service that stays unreachable that long) calls on_lost(message).
-    A collective with a dead peer usually fails at once, but one can also wait for it; jax's own
-    heartbeat would then abort every process at timeout_s with a page of logs. Returns the
-    function that stops the watch (call it when the run is over)."""
+    timeout_s / 20 s and watches the others' counters: one that has not advanced for
+    timeout_s / 2 (or a service that stays unreachable that long) calls on_lost(message), at
+    most timeout_s / 2 + 2 periods (0.6 x timeout_s) after the death. A collective with a dead
+    peer usually fails at once, but one can also wait for it. Returns the function that stops
+    the watch (call it when the run is over)."""
     from jax._src import distributed as jax_distributed  # the client orbax's barriers use too
     client = getattr(jax_distributed.global_state, "client", None)
     if jax.process_count() < 2 or client is None:
         return lambda: None
     me, count = jax.process_index(), jax.process_count()
-    period, grace = max(timeout_s / 6, 0.5), timeout_s / 2
+    period, grace = max(timeout_s / 20, 0.5), timeout_s / 2
     stop = threading.Event()
 
     def watch():

@@ -97,8 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     multi.add_argument("--process_id", type=int, default=None, help="index of this process")
     multi.add_argument("--peer_timeout_s", type=int, default=60,
                        help="seconds a process may go silent: after half of it the others "
-                            "stop with one error line (jax's own heartbeat aborts them at all "
-                            "of it)")
+                            "stop with one error line (jax's own heartbeat, which aborts them "
+                            "with a page of logs, is set to twice it)")
 
     fields = parser.add_argument_group("config (one flag per TrainConfig field)")
     hints = typing.get_type_hints(TrainConfig)
