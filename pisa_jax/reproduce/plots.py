@@ -9,7 +9,7 @@ import numpy as np
 
 from pisa_jax.reproduce.experiments import DEPTHS, Experiment
 from pisa_jax.reproduce.statistics import HEADS
-from pisa_jax.train.figures import pyplot
+from pisa_jax.train.figures import pyplot, save_png
 
 
 def _value(row: dict, key: str) -> tuple[float, float]:
@@ -99,5 +99,4 @@ def plot_experiment(experiment: Experiment, rows: list[dict], path: str | Path) 
         ax.set_title(split, fontsize=9)
     fig.suptitle(experiment.title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_png(fig, path)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from pathlib import Path
 
+from pisa_jax.files import atomic_write
 from pisa_jax.reproduce import statistics
 from pisa_jax.reproduce.experiments import Experiment
 from pisa_jax.reproduce.plan import DONE, SKIPPED, Choices, Run
@@ -155,12 +155,6 @@ def markdown(experiment: Experiment, rows: list[dict], choices: Choices, command
     return "\n".join(lines)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_report(experiment: Experiment, runs: list[Run], choices: Choices, command: str,
                  device: str) -> Path:
     """RESULTS.md, results.csv and <experiment>.png in <workdir>/<experiment>/."""
@@ -168,7 +162,7 @@ def write_report(experiment: Experiment, runs: list[Run], choices: Choices, comm
     rows = aggregate(experiment, runs)
     folder = Path(choices.workdir) / experiment.name
     folder.mkdir(parents=True, exist_ok=True)
-    _atomic_write(folder / RESULTS_CSV, csv_text(experiment, rows))
+    atomic_write(folder / RESULTS_CSV, csv_text(experiment, rows))
     plot_experiment(experiment, rows, folder / f"{experiment.name}.png")
-    _atomic_write(folder / RESULTS_MD, markdown(experiment, rows, choices, command, device))
+    atomic_write(folder / RESULTS_MD, markdown(experiment, rows, choices, command, device))
     return folder / RESULTS_MD

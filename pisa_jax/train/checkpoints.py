@@ -29,6 +29,7 @@ import flax.serialization
 import jax
 import orbax.checkpoint as ocp
 
+from pisa_jax.files import atomic_write
 from pisa_jax.errors import UserError
 from pisa_jax.train.config import CONFIG_FILE, load_config
 from pisa_jax.train.state import InputSpec, TrainState, create_run, to_host
@@ -186,9 +187,7 @@ class Checkpoints:
         if not self._marked:  # once: wait for the first step, then mark the workdir as one
             self.manager.wait_until_finished()  # whose run has checkpoints to lose
             if jax.process_index() == 0:
-                tmp = self.workdir / (SAVED_MARKER + ".tmp")
-                tmp.write_text(f"{step}\n")
-                tmp.replace(self.workdir / SAVED_MARKER)
+                atomic_write(self.workdir / SAVED_MARKER, f"{step}\n")
             self._marked = True
 
     def ever_saved(self) -> bool:

@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from pisa_jax.files import atomic_write
 from pisa_jax.errors import UserError
 
 CONFIG_FILE = "config.json"                  # the run's config, in its workdir
@@ -235,9 +236,7 @@ def config_differences(saved: dict[str, Any], new: TrainConfig, *, ignore=()) ->
 
 
 def save_config(config: TrainConfig, path: Path) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)  # atomic: a kill never leaves half a config
+    atomic_write(path, json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
 
 
 def load_config(path: Path) -> TrainConfig:

@@ -5,9 +5,12 @@ Classes are skill levels: class c is level c + 1.
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
+
+from pisa_jax.files import atomic_write
 
 
 def pyplot():
@@ -15,6 +18,15 @@ def pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
+
+
+def save_png(fig, path: str | Path) -> None:
+    """Render the figure whole, then write it atomically (a kill never leaves half a PNG), and
+    free it."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    pyplot().close(fig)
+    atomic_write(path, buffer.getvalue())
 
 
 def plot_confusion(results: dict, path: str | Path) -> None:
@@ -38,8 +50,7 @@ def plot_confusion(results: dict, path: str | Path) -> None:
         ax.set_title(f"{head}: {results['heads'][head]['accuracy']:.1f}%")
     fig.suptitle(f"test split, step {results.get('step', '?')}")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def plot_curves(records: list[dict], path: str | Path) -> None:
@@ -67,5 +78,4 @@ def plot_curves(records: list[dict], path: str | Path) -> None:
     for ax in (ax_loss, ax_acc):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_png(fig, path)

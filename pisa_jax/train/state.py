@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from pisa_jax.files import atomic_write
 from pisa_jax.train.config import TrainConfig, TrainConfigError
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}   # keys: config.PRECISIONS
@@ -67,10 +68,7 @@ class InputSpec:
         values = dataclasses.asdict(self)
         values["spectrogram_shape"] = list(self.spectrogram_shape)
         values["framerates"] = None if self.framerates is None else list(self.framerates)
-        path = Path(workdir) / INPUTS_FILE
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(values, indent=2) + "\n")
-        tmp.replace(path)
+        atomic_write(Path(workdir) / INPUTS_FILE, json.dumps(values, indent=2) + "\n")
 
     @classmethod
     def load(cls, workdir: str | Path) -> "InputSpec":

@@ -9,10 +9,11 @@ Classes are skill levels: class c is level c + 1.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from pisa_jax.files import atomic_write
 
 VIDEO_COLUMNS = ("video_id", "true_level", "samples")   # then per head: predicted, correct
 
@@ -70,8 +71,4 @@ def table_csv(rows: list[dict]) -> str:
 
 def write_table(path: str | Path, rows: list[dict]) -> Path:
     """The per-video table as a CSV file (atomic: a kill never leaves half a table)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(table_csv(rows))
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, table_csv(rows))

@@ -1,4 +1,6 @@
 """The training's PNG figures."""
+from pathlib import Path
+
 import numpy as np
 
 from pisa_jax.train import figures
@@ -25,3 +27,27 @@ def test_confusion_matrices_and_curves_are_drawn(tmp_path):
     # two heads side by side: the confusion figure is wider than it is tall
     image = figures.pyplot().imread(str(tmp_path / "c.png"))
     assert image.shape[1] > 1.5 * image.shape[0]
+
+
+def test_a_figure_that_fails_to_render_keeps_the_previous_png(tmp_path, monkeypatch):
+    path = tmp_path / "training_curves.png"
+    records = [{"kind": "train", "step": 5, "epoch": 1, "loss": 2.0, "accuracy_visual": 10.0}]
+    figures.plot_curves(records, path)
+    before = path.read_bytes()
+    from matplotlib.figure import Figure
+
+    def killed(self, target, *args, **kwargs):  # Ctrl-C with half of the PNG written
+        if hasattr(target, "write"):
+            target.write(b"\x89PNG half")
+        else:
+            Path(target).write_bytes(b"\x89PNG half")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(Figure, "savefig", killed)
+    try:
+        figures.plot_curves(records * 2, path)
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError("savefig was not called")
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
