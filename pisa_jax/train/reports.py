@@ -34,6 +34,22 @@ def _finite_or_none(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """float [n]: 1-based ranks, tied values sharing the mean of their ranks."""
+    _, group, counts = np.unique(x, return_inverse=True, return_counts=True)
+    last = np.cumsum(counts)                                  # [groups]: rank of each group's last
+    return ((last - counts + 1 + last) / 2.0)[group.reshape(-1)]
+
+
+def spearman_correlation(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Spearman's rank correlation of two [n] arrays (Pearson's of their average ranks), None
+    when either is constant. In numpy: importing scipy.stats costs every process over a second."""
+    if len(a) < 2 or np.all(a == a[0]) or np.all(b == b[0]):
+        return None
+    ranks_a, ranks_b = _average_ranks(np.asarray(a)), _average_ranks(np.asarray(b))
+    return _finite_or_none(float(np.corrcoef(ranks_a, ranks_b)[0, 1]))
+
+
 def head_scores(probs: np.ndarray, labels: np.ndarray) -> dict:
     """probs float [n, classes], labels int [n] -> accuracy (%), per-class accuracy (%, None
     where a class has no test sample), mean absolute error in levels, Spearman correlation of the
@@ -44,16 +60,11 @@ def head_scores(probs: np.ndarray, labels: np.ndarray) -> dict:
     support = matrix.sum(1)
     per_class = {str(c + 1): (100.0 * matrix[c, c] / support[c] if support[c] else None)
                  for c in range(num_classes)}
-    if len(set(predictions.tolist())) > 1 and len(set(labels.tolist())) > 1:
-        from scipy import stats  # here, not at the top: scipy.stats costs every process ~1 s
-        spearman = stats.spearmanr(predictions, labels).statistic
-    else:
-        spearman = float("nan")
     return {
         "accuracy": 100.0 * float((predictions == labels).mean()) if len(labels) else 0.0,
         "per_class_accuracy": per_class,
         "mae_levels": float(np.abs(predictions - labels).mean()) if len(labels) else 0.0,
-        "spearman": _finite_or_none(float(spearman)),
+        "spearman": spearman_correlation(predictions, labels),
         "confusion_matrix": matrix.tolist(),
     }
 
@@ -146,7 +157,9 @@ class MetricsLog:
         """A PNG the reports wrote (confusion matrix, curves), as a TensorBoard image."""
         if self._writer is None or not Path(png).is_file():
             return
-        pixels = figures.pyplot().imread(str(png))[..., :3]  # [H, W, 3] float in [0, 1]
+        from PIL import Image  # matplotlib's own dependency
+        with Image.open(png) as image:
+            pixels = np.asarray(image.convert("RGB"))  # uint8 [H, W, 3]
         self._writer.add_image(tag, pixels, int(step), dataformats="HWC")
         self._writer.flush()
 

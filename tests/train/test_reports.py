@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from pisa_jax.train import reports
 from pisa_jax.train.reports import evaluation_results, head_scores
@@ -21,6 +22,20 @@ def test_head_scores():
     assert 0.9 < scores["spearman"] <= 1.0
     assert np.array(scores["confusion_matrix"]).sum() == 5
     assert head_scores(_onehot(np.zeros(5, int)), labels)["spearman"] is None  # constant
+
+
+def test_spearman_correlation_equals_scipys_with_ties():
+    from scipy import stats
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 10, 117):
+        predictions, labels = rng.integers(0, 4, n), rng.integers(0, 10, n)  # many ties
+        if len(set(predictions)) > 1 and len(set(labels)) > 1:
+            np.testing.assert_allclose(reports.spearman_correlation(predictions, labels),
+                                       stats.spearmanr(predictions, labels).statistic, rtol=1e-12)
+    assert reports.spearman_correlation(np.array([3, 1, 2]), np.array([30, 10, 20])) == pytest.approx(1)
+    assert reports.spearman_correlation(np.array([1, 2]), np.array([2, 1])) == pytest.approx(-1)
+    assert reports.spearman_correlation(np.array([2, 2, 2]), np.array([1, 2, 3])) is None
+    assert reports.spearman_correlation(np.array([1]), np.array([1])) is None
 
 
 def test_scores_and_the_metrics_log(tmp_path):
