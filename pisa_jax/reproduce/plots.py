@@ -9,7 +9,7 @@ import numpy as np
 
 from pisa_jax.reproduce.experiments import DEPTHS, Experiment
 from pisa_jax.reproduce.statistics import HEADS
-from pisa_jax.train.figures import pyplot, save_png
+from pisa_jax.train.figures import new_figure, save_png
 
 
 def _value(row: dict, key: str) -> tuple[float, float]:
@@ -82,10 +82,10 @@ def _bars(ax, rows, key, heads: bool):
 
 
 def plot_experiment(experiment: Experiment, rows: list[dict], path: str | Path) -> None:
-    plt = pyplot()
     key, unit = _metric(experiment)
     splits = list(dict.fromkeys(r["split"] for r in rows)) or ["(no runs)"]
-    fig, axes = plt.subplots(1, len(splits), figsize=(5.5 * len(splits), 4.6), squeeze=False)
+    fig = new_figure((5.5 * len(splits), 4.6))
+    axes = fig.subplots(1, len(splits), squeeze=False)
     for ax, split in zip(axes[0], splits):
         mine = [r for r in rows if r["split"] == split]
         if experiment.plot == "heatmap":

@@ -13,27 +13,25 @@ import numpy as np
 from pisa_jax.files import atomic_write
 
 
-def pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
+def new_figure(figsize: tuple[float, float]):
+    """A matplotlib Figure drawn by Agg, without pyplot: no global figure registry to close, no
+    display backend, and ~0.3 s less to import."""
+    from matplotlib.figure import Figure
+    return Figure(figsize=figsize)
 
 
 def save_png(fig, path: str | Path) -> None:
-    """Render the figure whole, then write it atomically (a kill never leaves half a PNG), and
-    free it."""
+    """Render the figure whole, then write it atomically (a kill never leaves half a PNG)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
-    pyplot().close(fig)
     atomic_write(path, buffer.getvalue())
 
 
 def plot_confusion(results: dict, path: str | Path) -> None:
     """One confusion matrix (rows true level, columns predicted level) per head."""
-    plt = pyplot()
     heads = list(results["heads"])
-    fig, axes = plt.subplots(1, len(heads), figsize=(4.6 * len(heads), 4.4), squeeze=False)
+    fig = new_figure((4.6 * len(heads), 4.4))
+    axes = fig.subplots(1, len(heads), squeeze=False)
     for ax, head in zip(axes[0], heads):
         matrix = np.array(results["heads"][head]["confusion_matrix"])
         n = matrix.shape[0]
@@ -49,16 +47,17 @@ def plot_confusion(results: dict, path: str | Path) -> None:
         ax.set_ylabel("true level")
         ax.set_title(f"{head}: {results['heads'][head]['accuracy']:.1f}%")
     fig.suptitle(f"test split, step {results.get('step', '?')}")
-    fig.tight_layout()
+    # fixed margins, not tight_layout: its extra layout pass costs more than the drawing itself
+    fig.subplots_adjust(left=0.14 / len(heads), right=0.99, bottom=0.12, top=0.86, wspace=0.3)
     save_png(fig, path)
 
 
 def plot_curves(records: list[dict], path: str | Path) -> None:
     """Training loss/accuracy per epoch and test accuracy of each head per evaluation."""
-    plt = pyplot()
     train = [r for r in records if r.get("kind") == "train"]
     evals = [r for r in records if r.get("kind") == "eval"]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = new_figure((11, 4))
+    ax_loss, ax_acc = fig.subplots(1, 2)
     if train:
         epochs = [r["epoch"] for r in train]
         ax_loss.plot(epochs, [r["loss"] for r in train], label="train loss (sum of heads)")
@@ -77,5 +76,5 @@ def plot_curves(records: list[dict], path: str | Path) -> None:
     from matplotlib.ticker import MaxNLocator
     for ax in (ax_loss, ax_acc):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.95, wspace=0.22)
     save_png(fig, path)
