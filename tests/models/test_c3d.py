@@ -87,8 +87,9 @@ def test_flatten_order_in_time_height_width(torch_c3d):
                                       2, 3, 4, 1, 0))
     _check("c3d narrow 32x32x32", _apply(model, variables, x), want)
     # Dropout acts between the fc layers in training only.
-    trained = model.apply(variables, np.moveaxis(x, 1, -1), train=True,
-                          rngs={"dropout": jax.random.PRNGKey(0)})
+    trained = jax.jit(lambda v, x: model.apply(v, x, train=True,
+                                               rngs={"dropout": jax.random.PRNGKey(0)}))(
+        variables, np.moveaxis(x, 1, -1))
     assert np.abs(np.asarray(trained) - want).max() > 1e-2
 
 

@@ -58,8 +58,8 @@ def test_c3d_as_the_visual_backbone(quick_init):
     assert {k: v.shape for k, v in out["features"].items()} == {"visual": (BATCH, 256),
                                                                 "aural": (BATCH, 32)}
     clips = video.reshape((BATCH * CLIPS,) + video.shape[2:])
-    per_clip = C3D(None, base_width=4, clip_shape=C3D_CLIP).apply({"params": backbone}, clips,
-                                                                  train=False)
+    c3d = C3D(None, base_width=4, clip_shape=C3D_CLIP)
+    per_clip = jax.jit(lambda v: c3d.apply(v, clips, train=False))({"params": backbone})
     np.testing.assert_allclose(out["features"]["visual"],
                                per_clip.reshape(BATCH, CLIPS, -1).mean(1), rtol=1e-5, atol=1e-6)
     bigger = _inputs(clip=(16, 32, 32))[0]  # pool5 1x2x2: fc6 takes 4x the inputs
@@ -89,7 +89,7 @@ def test_unimodal_models(quick_init, modality):
     video, spectrogram = (video, None) if modality == "visual" else (None, spectrogram)
     variables = quick_init(model, video, spectrogram, train=False)
     assert set(variables["params"]) == {f"{modality}_backbone", f"{modality}_head"}
-    out = model.apply(variables, video, spectrogram, train=False)
+    out = jax.jit(lambda v: model.apply(v, video, spectrogram, train=False))(variables)
     assert set(out["logits"]) == {modality} and set(out["features"]) == {modality}
 
 
@@ -98,10 +98,14 @@ def test_dropout_only_in_training(quick_init):
     video, _ = _inputs()
     variables = quick_init(model, video, None, train=False)
 
+    @jax.jit
+    def visual_logits(key):  # [2, B, classes]: eval, then training mode, same dropout key
+        return jnp.stack([
+            model.apply(variables, video, None, train=train, mutable=["batch_stats"],
+                        rngs={"dropout": key})[0]["logits"]["visual"] for train in (False, True)])
+
     def logits(train, seed):
-        out, _ = model.apply(variables, video, None, train=train, mutable=["batch_stats"],
-                             rngs={"dropout": jax.random.PRNGKey(seed)})
-        return np.asarray(out["logits"]["visual"])
+        return np.asarray(visual_logits(jax.random.PRNGKey(seed))[int(train)])
     np.testing.assert_array_equal(logits(False, 0), logits(False, 1))
     assert not np.allclose(logits(True, 0), logits(True, 1))
 

@@ -68,7 +68,8 @@ def test_batchnorm_synchronised_under_pmap(quick_init):
     x = jax.random.normal(jax.random.PRNGKey(1), (8, 32, 32, 1))
     single = ResNet2D(18, base_width=4)
     variables = quick_init(single, x, train=False)
-    _, whole = single.apply(variables, x, train=True, mutable=["batch_stats"])
+    _, whole = jax.jit(lambda v, x: single.apply(v, x, train=True, mutable=["batch_stats"]))(
+        variables, x)
 
     synced = ResNet2D(18, base_width=4, bn_axis_name="batch")
     step = jax.pmap(lambda v, x: synced.apply(v, x, train=True, mutable=["batch_stats"])[1],

@@ -55,8 +55,9 @@ def test_parity_per_block(torch_reference):
     from pisa_jax.convert import convert_state_dict
     model = ResNet3D(18, 10)
     variables, _ = convert_state_dict(torch_model.state_dict(), model)
-    _, state = model.apply(variables, np.moveaxis(x, 1, -1), train=False,
-                           capture_intermediates=True, mutable=["intermediates"])
+    _, state = jax.jit(lambda v, x: model.apply(v, x, train=False, capture_intermediates=True,
+                                                mutable=["intermediates"]))(
+        variables, np.moveaxis(x, 1, -1))
     for name in blocks:
         got = np.asarray(state["intermediates"][name]["__call__"][0])
         expected = np.moveaxis(want[name].numpy(), 1, -1)
