@@ -61,9 +61,9 @@ def plot_curves(records: list[dict], path: str | Path) -> None:
     if train:
         epochs = [r["epoch"] for r in train]
         ax_loss.plot(epochs, [r["loss"] for r in train], label="train loss (sum of heads)")
+        ax_loss.legend(loc="upper right")
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("loss")
-    ax_loss.legend(loc="upper right")
     for key in sorted({k for r in train for k in r if k.startswith("accuracy_")}):
         ax_acc.plot([r["epoch"] for r in train], [r[key] for r in train], "--",
                     label=f"train {key[len('accuracy_'):]}")
@@ -72,7 +72,8 @@ def plot_curves(records: list[dict], path: str | Path) -> None:
                     label=f"test {key[len('accuracy_'):]}")
     ax_acc.set_xlabel("epoch")
     ax_acc.set_ylabel("accuracy (%)")
-    ax_acc.legend(loc="lower right", fontsize=8)
+    if ax_acc.get_legend_handles_labels()[0]:
+        ax_acc.legend(loc="lower right", fontsize=8)
     from matplotlib.ticker import MaxNLocator
     for ax in (ax_loss, ax_acc):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers

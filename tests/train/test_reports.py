@@ -1,5 +1,6 @@
 """results.json scores and the report files."""
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -95,3 +96,24 @@ def test_eval_reports_keep_the_best_evaluation_beside_the_latest(tmp_path):
     assert (tmp_path / reports.CONFUSION_PNG).read_bytes() != best_png        # the latest
     assert json.loads((tmp_path / "results_best.json").read_text())["step"] == 5
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_eval_figures_are_drawn_in_the_background_and_finished_at_close(tmp_path, monkeypatch):
+    labels = np.arange(10)
+    results = {**evaluation_results({"visual": _onehot(labels)}, labels, primary="visual"),
+               "step": 5}
+    log = reports.MetricsLog(tmp_path, tensorboard=False)
+    log.write("eval", 5, {"epoch": 1, "accuracy_visual": 100.0})
+    release, draw = threading.Event(), reports.figures.plot_confusion
+
+    def slow_draw(*args):
+        release.wait(10)
+        draw(*args)
+    monkeypatch.setattr(reports.figures, "plot_confusion", slow_draw)
+    reports.write_eval_reports(tmp_path, results, best=True, log=log)
+    assert (tmp_path / reports.RESULTS_FILE).is_file() and (tmp_path / "results_best.json").is_file()
+    assert not (tmp_path / reports.CONFUSION_PNG).exists()  # the loop goes on while it draws
+    release.set()
+    log.close()
+    assert {reports.CONFUSION_PNG, "confusion_matrix_best.png", reports.CURVES_PNG} <= {
+        p.name for p in tmp_path.iterdir()}
