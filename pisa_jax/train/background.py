@@ -1,7 +1,8 @@
 """One background thread for the work a training loop need not wait for: drawing and writing
 the evaluation figures (~0.4-1 s per evaluation on 2 CPU cores, in the first one also
 matplotlib's import), while the next epoch's steps run. On an accelerator the loop's thread
-mostly waits for the device, so the figures then cost the run nothing.
+mostly waits for the device, so the figures can overlap its work (not yet measured on one); on
+2 CPU cores a whole run was no faster, as the thread shares the cores with the steps.
 
 Jobs run one at a time, in the order given; a new job first waits for the one before it, so at
 most one is in flight and a slow disk cannot pile them up. A job's exception is raised in the

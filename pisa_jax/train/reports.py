@@ -46,9 +46,10 @@ def _average_ranks(x: np.ndarray) -> np.ndarray:
 def spearman_correlation(a: np.ndarray, b: np.ndarray) -> float | None:
     """Spearman's rank correlation of two [n] arrays (Pearson's of their average ranks), None
     when either is constant. In numpy: importing scipy.stats costs every process over a second."""
+    a, b = np.asarray(a), np.asarray(b)
     if len(a) < 2 or np.all(a == a[0]) or np.all(b == b[0]):
         return None
-    ranks_a, ranks_b = _average_ranks(np.asarray(a)), _average_ranks(np.asarray(b))
+    ranks_a, ranks_b = _average_ranks(a), _average_ranks(b)
     return _finite_or_none(float(np.corrcoef(ranks_a, ranks_b)[0, 1]))
 
 

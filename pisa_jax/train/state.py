@@ -146,13 +146,13 @@ def make_optimizer(config: TrainConfig, total_steps: int = 1) -> optax.GradientT
 def create_train_state(variables: dict[str, Any], tx: optax.GradientTransformation,
                        seed: int) -> TrainState:
     params = variables["params"]
-    # tx.init as one program: run eagerly, each zeros_like of another shape compiles on its own
-    # (32 compiles, ~1 s of every run's start at the smoke shapes, against ~0.35 s).
     # The dropout stream is independent of the init stream (init used PRNGKey(seed) itself).
     rng = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
+    # tx.init as one program: run eagerly, each zeros_like of another shape compiles on its own
+    # (32 compiles, ~1 s of every run's start at the smoke shapes, against ~0.35 s).
+    opt_state = jax.jit(tx.init)(params)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      batch_stats=variables.get("batch_stats", {}),
-                      opt_state=jax.jit(tx.init)(params), rng=rng)
+                      batch_stats=variables.get("batch_stats", {}), opt_state=opt_state, rng=rng)
 
 
 @dataclasses.dataclass(frozen=True)
