@@ -135,7 +135,7 @@ class JaxStep:
         self.options = compiler_options(args)
         step = make_train_step(model, run.tx, self.config, data_on_device=args.data_on_device,
                                compiler_options=self.options)
-        self.state = replicate(run.state)
+        self.state = replicate(run.initial_state())
         if args.data_on_device:  # a split of 4 batches, gathered from inside the step
             mesh = jax.sharding.Mesh(np.array(self.devices), (BATCH_AXIS,))
             split = DeviceSplit.upload(_Rows(random_samples(args, 4 * args.batch_size)), mesh)

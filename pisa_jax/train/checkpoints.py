@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 import flax.serialization
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from pisa_jax.files import atomic_write
@@ -130,6 +131,14 @@ def _short(error: BaseException) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
+def _host_template(target: TrainState) -> TrainState:
+    """numpy leaves for orbax to restore into: zeros for abstract leaves (jax.ShapeDtypeStruct,
+    as in Run.template; np.zeros maps pages it never writes), host copies of arrays."""
+    def leaf(x):
+        return np.zeros(x.shape, x.dtype) if isinstance(x, jax.ShapeDtypeStruct) else to_host(x)
+    return jax.tree_util.tree_map(leaf, target)
+
+
 def _shapes(tree) -> dict[str, tuple]:
     """{"params/visual_backbone/conv1/kernel": shape} of a nested dict (or orbax metadata)."""
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
@@ -218,7 +227,7 @@ class Checkpoints:
         """(state, meta) of one step. DamagedCheckpointError or CheckpointMismatchError."""
         manager = self._series[which]
         where = f"{manager.directory}/{step}"
-        template = flax.serialization.to_state_dict(to_host(target))
+        template = flax.serialization.to_state_dict(_host_template(target))
         try:
             saved = manager.item_metadata(step)["state"]
         except Exception as error:  # noqa: BLE001 - any unreadable metadata is damage
@@ -242,7 +251,7 @@ class Checkpoints:
 
         A damaged latest step is reported to on_damaged (default: a note on stderr) and the step
         before it is tried; a checkpoint of another model stops at once (older steps would not fit
-        either). `target` gives the tree structure, shapes and dtypes (a fresh state)."""
+        either). `target` gives the tree structure, shapes and dtypes (Run.template, or a state)."""
         if which not in SERIES:
             raise CheckpointError(f"--checkpoint {which!r}: expected one of {SERIES}")
         on_damaged = on_damaged or (lambda _, error: print(f"note: {error}", file=sys.stderr))
@@ -308,7 +317,7 @@ def load_trained(workdir: str | Path, which: str = "best"):
         if checkpoints.latest_step() is None and not checkpoints.legacy:
             raise CheckpointError(f"{checkpoints.root}: no checkpoint")
         run = create_run(config, InputSpec.load(workdir))
-        state, _, _ = checkpoints.restore(run.state, which)
+        state, _, _ = checkpoints.restore(run.template, which)
     finally:
         checkpoints.close()
     return run, state

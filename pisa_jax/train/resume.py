@@ -47,7 +47,7 @@ def resume_point(run: Run, checkpoints: Checkpoints, workdir: Path,
     """(state, best) to start from; `log` gets the notes (resumed, moved aside, weights)."""
     check_history(checkpoints, workdir)
     if not checkpoints.steps():
-        state, notes = with_pretrained(run.state, run.config)
+        state, notes = with_pretrained(run.initial_state(), run.config)
         for note in notes:
             log(note)
         return state, Best()
@@ -56,7 +56,7 @@ def resume_point(run: Run, checkpoints: Checkpoints, workdir: Path,
         log(f"{error}\n  moved to {checkpoints.move_aside(step)}; trying the step before it")
 
     try:
-        state, meta, step = checkpoints.restore(run.state, on_damaged=move_aside)
+        state, meta, step = checkpoints.restore(run.template, on_damaged=move_aside)
     except DamagedCheckpointError as error:
         refuse_lost_history(workdir, checkpoints.first_saved_step(),
                             f"none of its checkpoints can be read ({error})")

@@ -13,6 +13,7 @@ applies to every parameter (biases and BatchNorm scales too), as torch does when
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -96,13 +97,25 @@ def skill_model(config: TrainConfig, num_classes: int, *, bn_axis_name: str | No
                       bn_axis_name=bn_axis_name)
 
 
-def dummy_inputs(modalities, spec: InputSpec, batch: int = 1):
-    """Zero inputs with the dataset's shapes, for model.init."""
-    video = (jnp.zeros((batch, spec.clips, spec.clip_length, spec.image_size, spec.image_size, 3),
-                       jnp.float32) if "visual" in modalities else None)
-    spectrogram = (jnp.zeros((batch, *spec.spectrogram_shape), jnp.float32)
+def dummy_inputs(modalities, spec: InputSpec, batch: int = 1, *, abstract: bool = False):
+    """Zero inputs with the dataset's shapes, for model.init (abstract: their shapes only)."""
+    make = jax.ShapeDtypeStruct if abstract else jnp.zeros
+    video = (make((batch, spec.clips, spec.clip_length, spec.image_size, spec.image_size, 3),
+                  jnp.float32) if "visual" in modalities else None)
+    spectrogram = (make((batch, *spec.spectrogram_shape), jnp.float32)
                    if "aural" in modalities else None)
     return video, spectrogram
+
+
+def _init_function(model):
+    """(key, video, spectrogram) -> the model's fresh {"params", "batch_stats"}: one function
+    for the values and for their shapes alone (abstract_state), so both describe one tree."""
+    def init(key, video, spectrogram):
+        variables = flax.core.unfreeze(
+            model.init({"params": key, "dropout": key}, video, spectrogram, train=False))
+        variables.setdefault("batch_stats", {})
+        return variables
+    return init
 
 
 def init_model_variables(model, seed: int, video, spectrogram) -> dict[str, Any]:
@@ -113,14 +126,13 @@ def init_model_variables(model, seed: int, video, spectrogram) -> dict[str, Any]
     cores) than the unoptimised one. The values are integer PRNG bits and a few float ops.
     """
     key = jax.random.PRNGKey(seed)
-    init = jax.jit(lambda k: model.init({"params": k, "dropout": k}, video, spectrogram, train=False))
+    init = jax.jit(_init_function(model))
     try:
-        compiled = init.lower(key).compile(compiler_options={"xla_backend_optimization_level": 0})
+        compiled = init.lower(key, video, spectrogram).compile(
+            compiler_options={"xla_backend_optimization_level": 0})
     except Exception:  # an XLA that does not know the option: the ordinary compile
         compiled = init
-    variables = flax.core.unfreeze(compiled(key))
-    variables.setdefault("batch_stats", {})
-    return variables
+    return compiled(key, video, spectrogram)
 
 
 def learning_rate_schedule(config: TrainConfig, total_steps: int = 1) -> optax.Schedule:
@@ -155,6 +167,17 @@ def create_train_state(variables: dict[str, Any], tx: optax.GradientTransformati
                       batch_stats=variables.get("batch_stats", {}), opt_state=opt_state, rng=rng)
 
 
+def abstract_state(model, tx: optax.GradientTransformation, seed: int, video,
+                   spectrogram) -> TrainState:
+    """The fresh state's tree with jax.ShapeDtypeStruct leaves: traced, never compiled or run.
+    What a checkpoint is checked against and restored into, so that evaluating, predicting or
+    resuming does not pay for a random initialisation it would overwrite (its compile is the
+    slowest of a small model's, 4 s on 2 CPU cores)."""
+    init = _init_function(model)
+    return jax.eval_shape(lambda *args: create_train_state(init(*args), tx, seed),
+                          jax.random.PRNGKey(seed), video, spectrogram)
+
+
 @dataclasses.dataclass(frozen=True)
 class Run:
     """Everything a run computes with, made from its config and its data's shapes."""
@@ -164,13 +187,26 @@ class Run:
     eval_model: Any       # the same parameters, no collective: for eval and prediction
     tx: optax.GradientTransformation
     learning_rate: optax.Schedule   # step -> the rate tx applies (for the logs)
-    state: TrainState     # freshly initialised on the host; also the restore template
 
     @property
     def primary(self) -> str:
         """The head whose prediction counts: multimodal when both branches exist (the paper)."""
         modalities = self.config.modalities
         return "multimodal" if len(modalities) > 1 else modalities[0]
+
+    @functools.cached_property
+    def template(self) -> TrainState:
+        """The state's structure, shapes and dtypes (abstract_state): what a checkpoint is
+        restored into. Traced on first use only: a run that starts afresh never needs it."""
+        return abstract_state(self.eval_model, self.tx, self.config.seed,
+                              *dummy_inputs(self.config.modalities, self.spec, abstract=True))
+
+    def initial_state(self) -> TrainState:
+        """A randomly initialised state (config.seed): what a run without a checkpoint starts
+        from, before any converted backbones replace their part of it."""
+        variables = init_model_variables(self.eval_model, self.config.seed,
+                                         *dummy_inputs(self.config.modalities, self.spec))
+        return create_train_state(variables, self.tx, self.config.seed)
 
 
 def check_clip_shape(config: TrainConfig, spec: InputSpec) -> None:
@@ -186,17 +222,16 @@ def check_clip_shape(config: TrainConfig, spec: InputSpec) -> None:
 
 
 def create_run(config: TrainConfig, spec: InputSpec, *, total_steps: int = 1) -> Run:
-    """Model, optimiser and a randomly initialised state. total_steps: of the whole run, for a
-    decaying learning-rate schedule. Pretrained backbones are applied by the caller
-    (`pisa_jax.train.pretrained`), only when no checkpoint of the run is restored."""
+    """Model and optimiser; `Run.initial_state()` draws the random weights (for a run that
+    starts afresh), `Run.template` restores a checkpoint without them. total_steps: of the
+    whole run, for a decaying learning-rate schedule. Pretrained backbones are applied by the
+    caller (`pisa_jax.train.pretrained`), only when no checkpoint of the run is restored."""
     from pisa_jax.data.pipeline import BATCH_AXIS
     check_clip_shape(config, spec)
     model = skill_model(config, spec.num_classes, bn_axis_name=BATCH_AXIS)
     eval_model = skill_model(config, spec.num_classes)
-    variables = init_model_variables(eval_model, config.seed, *dummy_inputs(config.modalities, spec))
     tx = make_optimizer(config, total_steps)
-    return Run(config, spec, model, eval_model, tx, learning_rate_schedule(config, total_steps),
-               create_train_state(variables, tx, config.seed))
+    return Run(config, spec, model, eval_model, tx, learning_rate_schedule(config, total_steps))
 
 
 def to_host(tree):

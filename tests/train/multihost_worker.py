@@ -34,7 +34,7 @@ def main(process_id: int, port: int, data_dir: str, out_dir: str) -> None:
     batches = train_batches(dataset.train, global_batch_size=config.batch_size,
                             num_local_devices=jax.local_device_count(), seed=0, epoch=0)
     train_step = make_train_step(run.model, run.tx, config)
-    state, metrics = train_step(replicate(run.state), next(prefetch_to_device(batches)))
+    state, metrics = train_step(replicate(run.initial_state()), next(prefetch_to_device(batches)))
     host = unreplicate_to_host(state)
     leaves = jax.tree_util.tree_flatten_with_path(host.params)[0]
     np.savez(os.path.join(out_dir, f"params_{process_id}.npz"),
@@ -44,7 +44,7 @@ def main(process_id: int, port: int, data_dir: str, out_dir: str) -> None:
     checkpoints = Checkpoints(os.path.join(out_dir, "workdir"))  # both processes take part
     checkpoints.save(host, {"epoch": 0})
     checkpoints.wait()
-    restored, _, _ = checkpoints.restore(run.state)
+    restored, _, _ = checkpoints.restore(run.template)
     checkpoints.close()
     assert int(restored.step) == 1
     jax.tree_util.tree_map(np.testing.assert_array_equal, restored.params, host.params)

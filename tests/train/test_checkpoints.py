@@ -44,6 +44,15 @@ def trained(smoke_run):
     return workdir, run, state
 
 
+def test_loading_a_trained_run_draws_no_random_weights(smoke_run, monkeypatch):
+    from pisa_jax.train import state as state_module
+    _, workdir, _ = smoke_run
+    monkeypatch.setattr(state_module, "init_model_variables", lambda *a: pytest.fail("random init"))
+    _, state = load_trained(workdir, "latest")
+    assert int(state.step) == 10
+    assert all(isinstance(x, np.ndarray) for x in jax.tree_util.tree_leaves(state))
+
+
 def _copy(workdir, tmp_path):
     shutil.copytree(workdir, tmp_path / "run")
     return tmp_path / "run"
@@ -61,7 +70,7 @@ def test_a_damaged_latest_step_is_named_as_such_and_the_step_before_is_used(trai
     _truncate_largest_file(copy / "checkpoints" / "10" / "state")
     checkpoints = Checkpoints(copy, read_only=True)
     damaged = []
-    state, _, step = checkpoints.restore(run.state, on_damaged=lambda s, e: damaged.append((s, e)))
+    state, _, step = checkpoints.restore(run.template, on_damaged=lambda s, e: damaged.append((s, e)))
     checkpoints.close()
     assert step == 8 and int(state.step) == 8
     [(bad_step, error)] = damaged
@@ -72,10 +81,10 @@ def test_a_damaged_latest_step_is_named_as_such_and_the_step_before_is_used(trai
 
 def test_a_checkpoint_of_another_model_is_a_mismatch_not_damage(trained):
     workdir, run, _ = trained
-    flat = traverse_util.flatten_dict(run.state.params)
+    flat = traverse_util.flatten_dict(run.template.params)
     name = sorted(flat)[0]
     flat[name] = np.zeros((*flat[name].shape, 2), np.float32)   # what another config gives
-    other = run.state.replace(params=traverse_util.unflatten_dict(flat))
+    other = run.template.replace(params=traverse_util.unflatten_dict(flat))
     checkpoints = Checkpoints(workdir, read_only=True)
     with pytest.raises(CheckpointMismatchError, match=r"checkpoints/10: holds another model: "
                        r"params/.*different depths, widths or modalities"):
@@ -90,7 +99,7 @@ def test_no_readable_step_at_all_is_damage(trained, tmp_path):
         _truncate_largest_file(step_dir / "state")
     checkpoints = Checkpoints(copy, read_only=True)
     with pytest.raises(DamagedCheckpointError, match=r"no readable checkpoint: steps .* damaged"):
-        checkpoints.restore(run.state, on_damaged=lambda *_: None)
+        checkpoints.restore(run.template, on_damaged=lambda *_: None)
     checkpoints.close()
 
 

@@ -37,8 +37,11 @@ def test_run_writes_checkpoints_reports_and_results(smoke_run):
     checkpoints.close()
 
 
-def test_finished_run_restarted_only_re_evaluates(smoke_run):
+def test_finished_run_restarted_only_re_evaluates(smoke_run, monkeypatch):
+    from pisa_jax.train import state
     config, workdir, results = smoke_run
+    # resuming restores into the state's template: no random weights are drawn to be overwritten
+    monkeypatch.setattr(state, "init_model_variables", lambda *a: pytest.fail("random init"))
     again = train_and_evaluate(config, workdir)
     assert again["accuracy"] == results["accuracy"] and again["step"] == 10
 
@@ -72,14 +75,14 @@ def test_non_finite_loss_stops_keeping_the_last_good_checkpoint(synthetic_tiny, 
         train_and_evaluate(config, tmp_path, dataset=dataset, on_step=poison_after_epoch_1)
     checkpoints = Checkpoints(tmp_path, read_only=True)
     assert checkpoints.latest_step() == 5
-    state, _, _ = checkpoints.restore(_fresh_state(config, dataset))
+    state, _, _ = checkpoints.restore(_template(config, dataset))
     checkpoints.close()
     assert all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(state.params))
 
 
-def _fresh_state(config, dataset):
+def _template(config, dataset):
     from pisa_jax.train.state import InputSpec, create_run
-    return create_run(config, InputSpec.of_dataset(dataset)).state
+    return create_run(config, InputSpec.of_dataset(dataset)).template
 
 
 @pytest.mark.slow

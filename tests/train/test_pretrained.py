@@ -26,7 +26,7 @@ def test_converted_backbones_replace_the_random_ones(tmp_path, quick_init):
     config = preset("smoke", visual_init=str(tmp_path / "r3d10"), aural_init=str(tmp_path / "r2d18"),
                     weight_decay=0.1)
     run = create_run(config, SPEC)
-    state, notes = with_pretrained(run.state, config)
+    state, notes = with_pretrained(run.initial_state(), config)
     for name, ours in (("visual_backbone", visual), ("aural_backbone", aural)):
         for collection in ("params", "batch_stats"):
             theirs = {k: v for k, v in ours[collection].items() if k != "fc"}

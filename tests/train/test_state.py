@@ -1,4 +1,5 @@
-"""The default optimiser is torch.optim.Adam(weight_decay=...) (coupled L2)."""
+"""The default optimiser is torch.optim.Adam(weight_decay=...) (coupled L2); a run's state
+template describes exactly the state its random initialisation gives."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,7 +7,7 @@ import optax
 import pytest
 
 from pisa_jax.train.config import preset
-from pisa_jax.train.state import make_optimizer
+from pisa_jax.train.state import InputSpec, create_run, make_optimizer
 
 
 def _problem(seed=0):
@@ -52,3 +53,16 @@ def test_matches_torch(name):
 def test_coupled_and_decoupled_decay_differ():
     a, w = _jax_run("adam", 0.05, 0.1, 3), _jax_run("adamw", 0.05, 0.1, 3)
     assert not np.allclose(a["w"], w["w"])
+
+
+def test_the_template_describes_the_initial_state_without_drawing_it():
+    spec = InputSpec(clips=2, clip_length=4, image_size=16, spectrogram_shape=(16, 16),
+                     num_classes=10)
+    run = create_run(preset("smoke"), spec)
+    template = run.template
+    assert all(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in jax.tree_util.tree_leaves(template))
+    initial = run.initial_state()
+    assert (jax.tree_util.tree_structure(template) == jax.tree_util.tree_structure(initial))
+    described = jax.tree_util.tree_map(lambda x: (x.shape, np.dtype(x.dtype)), template)
+    drawn = jax.tree_util.tree_map(lambda x: (x.shape, np.dtype(x.dtype)), initial)
+    assert described == drawn and len(jax.tree_util.tree_leaves(initial)) > 50

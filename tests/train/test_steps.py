@@ -141,16 +141,17 @@ def test_a_c3d_training_step_with_its_own_normalisation():
     spec = InputSpec(clips=1, clip_length=16, image_size=16, spectrogram_shape=(16, 16),
                      num_classes=10)
     run = create_run(config, spec)
-    assert "fc6" in run.state.params["visual_backbone"]
+    initial = run.initial_state()
+    assert "fc6" in initial.params["visual_backbone"]
     rng = np.random.default_rng(0)
     batch = {"video": rng.integers(0, 256, (2, 1, 16, 16, 16, 3), dtype=np.uint8),
              "spectrogram": rng.random((2, 16, 16), dtype=np.float32),
              "label": np.array([1, 7], np.int32), "video_id": np.array([0, 1], np.int32),
              "mask": np.ones(2, bool)}
     step = make_train_step(run.model, run.tx, config)
-    state, metrics = step(replicate_n(run.state, 1), shard(batch, 1))
+    state, metrics = step(replicate_n(initial, 1), shard(batch, 1))
     assert np.isfinite(float(metrics["loss"][0])) and int(state.step[0]) == 1
-    before = run.state.params["visual_backbone"]["conv1"]["kernel"]
+    before = initial.params["visual_backbone"]["conv1"]["kernel"]
     assert not np.allclose(before, np.asarray(state.params["visual_backbone"]["conv1"]["kernel"][0]))
     with pytest.raises(TrainConfigError, match="c3d needs clips of at least 16 frames"):
         create_run(config, dataclasses.replace(spec, clip_length=8))
