@@ -9,7 +9,9 @@ the parameters to OUT_DIR/params_<id>.npz.
 import os
 import sys
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0"
+# Alone: these flags; under test_multihost.py, the session's flags with 2 devices per process
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2 "
+                                   "--xla_backend_optimization_level=0")
 
 
 def main(process_id: int, port: int, data_dir: str, out_dir: str) -> None:

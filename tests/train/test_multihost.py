@@ -1,6 +1,7 @@
 """Two processes on localhost joined by jax.distributed (CPU, gloo) train as one, and stop
 when one of them dies."""
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -13,6 +14,13 @@ import pytest
 WORKER = Path(__file__).with_name("multihost_worker.py")
 
 
+def _two_device_env() -> dict:
+    """This session's environment (compilation cache, conftest.py's XLA flags) with 2 simulated
+    devices per process: 4 in all, as in the rest of the suite."""
+    flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", os.environ["XLA_FLAGS"])
+    return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count=2 {flags.strip()}")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -22,7 +30,7 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_two_processes_take_a_step_and_agree(synthetic_tiny, tmp_path):
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    env = _two_device_env()
     procs = [subprocess.Popen([sys.executable, str(WORKER), str(i), str(port),
                                str(synthetic_tiny.data_dir), str(tmp_path)],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -47,8 +55,7 @@ def test_a_dead_process_stops_the_others_with_a_clear_line(synthetic_tiny, tmp_p
     """Process 1 is killed mid-training: process 0 stops within a bounded time, naming the
     cause in one line, instead of waiting for it forever."""
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0"
+    env = _two_device_env()
     repo = Path(__file__).resolve().parents[2]
     procs = [subprocess.Popen(
         [sys.executable, str(repo / "train.py"), "--preset", "smoke", "--epochs", "3",
