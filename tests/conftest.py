@@ -13,7 +13,7 @@ def _test_xla_flags() -> str:
     step's compile at level 0 by another ~40 % (8.5-10.9 s -> 5.5-6.1 s); only on the jaxlib
     where that was measured, as XLA aborts at start on a flag it does not know."""
     flags = "--xla_force_host_platform_device_count=4 --xla_backend_optimization_level=0"
-    import jaxlib.version  # noqa: E402 - the version only; no backend starts
+    import jaxlib.version  # the version only: no backend starts
     if jaxlib.version.__version__.startswith("0.10."):
         flags += " --xla_cpu_use_fusion_emitters=false"
     return flags

@@ -38,7 +38,8 @@ def test_keeps_the_newest_steps_and_the_best_earliest_of_equals(tmp_path):
 
 @pytest.fixture(scope="module")
 def trained(smoke_run):
-    """(workdir, run, state) of the smoke run's latest checkpoint (one model compile)."""
+    """(workdir, run, state) of the smoke run's latest checkpoint, restored into the template
+    (no model compiled)."""
     _, workdir, _ = smoke_run
     run, state = load_trained(workdir, "latest")
     return workdir, run, state

@@ -38,10 +38,10 @@ def test_run_writes_checkpoints_reports_and_results(smoke_run):
 
 
 def test_finished_run_restarted_only_re_evaluates(smoke_run, monkeypatch):
-    from pisa_jax.train import state
+    from pisa_jax.train import state as state_module
     config, workdir, results = smoke_run
     # resuming restores into the state's template: no random weights are drawn to be overwritten
-    monkeypatch.setattr(state, "init_model_variables", lambda *a: pytest.fail("random init"))
+    monkeypatch.setattr(state_module, "init_model_variables", lambda *a: pytest.fail("random init"))
     again = train_and_evaluate(config, workdir)
     assert again["accuracy"] == results["accuracy"] and again["step"] == 10
 

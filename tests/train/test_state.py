@@ -62,7 +62,7 @@ def test_the_template_describes_the_initial_state_without_drawing_it():
     template = run.template
     assert all(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in jax.tree_util.tree_leaves(template))
     initial = run.initial_state()
-    assert (jax.tree_util.tree_structure(template) == jax.tree_util.tree_structure(initial))
+    assert jax.tree_util.tree_structure(template) == jax.tree_util.tree_structure(initial)
     described = jax.tree_util.tree_map(lambda x: (x.shape, np.dtype(x.dtype)), template)
     drawn = jax.tree_util.tree_map(lambda x: (x.shape, np.dtype(x.dtype)), initial)
     assert described == drawn and len(jax.tree_util.tree_leaves(initial)) > 50
