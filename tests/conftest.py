@@ -10,8 +10,9 @@ def _test_xla_flags() -> str:
     """The tests' tiny models spend their time compiling, not running. LLVM's optimisation
     level 0 cuts compile time by a fifth to a third (no float reassociation either way, so
     results hold). XLA CPU's older elemental emitters instead of its fusion emitters cut a train
-    step's compile at level 0 by another ~40 % (8.5-10.9 s -> 5.5-6.1 s); only on the jaxlib
-    where that was measured, as XLA aborts at start on a flag it does not know."""
+    step's compile at level 0 by another ~40 % (8.5-10.9 s -> 5.5-6.1 s). jaxlib 0.10 only:
+    0.11 and 0.12 removed the flag (they have only the fusion emitters), and XLA aborts at start
+    on a flag it does not know."""
     flags = "--xla_force_host_platform_device_count=4 --xla_backend_optimization_level=0"
     import jaxlib.version  # the version only: no backend starts
     if jaxlib.version.__version__.startswith("0.10."):
