@@ -133,10 +133,11 @@ def _short(error: BaseException) -> str:
 
 def _host_template(target: TrainState) -> TrainState:
     """numpy leaves for orbax to restore into: zeros for abstract leaves (jax.ShapeDtypeStruct,
-    as in Run.template; np.zeros maps pages it never writes), host copies of arrays."""
+    as in Run.template; np.zeros maps pages it never writes), host copies of arrays (one
+    device_get for the whole tree)."""
     def leaf(x):
-        return np.zeros(x.shape, x.dtype) if isinstance(x, jax.ShapeDtypeStruct) else to_host(x)
-    return jax.tree_util.tree_map(leaf, target)
+        return np.zeros(x.shape, x.dtype) if isinstance(x, jax.ShapeDtypeStruct) else x
+    return to_host(jax.tree_util.tree_map(leaf, target))
 
 
 def _shapes(tree) -> dict[str, tuple]:
