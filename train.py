@@ -9,7 +9,7 @@ The same command is installed as `pisa-train` and runs as `python -m pisa_jax.tr
 """
 import sys
 
-from pisa_jax.train.flags import main
+from pisa_jax.train.flags import command, main  # noqa: F401 - main(argv): for Python callers
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(command())

@@ -19,6 +19,11 @@ before it (2 CPU cores, same hour: JAX 1.79 s per step after torch.compile's ste
 pause; PyTorch eager 1.87 s after JAX's, 1.68 s after a pause), which made the ratios lean on
 the order of the variants.
 
+Every worker runs on the same allocator, --malloc (default auto: what the project's commands
+pick, tcmalloc where installed; see pisa_jax.malloc); --malloc system,auto runs every variant on
+each, one table (2 CPU cores: tcmalloc made JAX's step 1.10-1.23x faster and PyTorch's
+1.17-1.21x).
+
 PyTorch variants: eager, compile (torch.compile of forward + loss), each optionally +bf16
 (autocast) and +cl3d (channels_last_3d model and input). Default: eager and compile at the
 JAX run's precision; on a GPU also +cl3d, with cudnn.benchmark on. Model FLOP/s are XLA's count
@@ -51,6 +56,8 @@ import sys  # noqa: E402
 import time  # noqa: E402
 
 from jax_step import JaxStep, add_step_flags, flops_text, median, random_samples  # noqa: E402
+from pisa_jax import malloc  # noqa: E402
+from pisa_jax.errors import UserError  # noqa: E402
 from pisa_jax.data.pipeline import NORMALIZATION  # noqa: E402
 from pisa_jax.models.lowering import CONV_LOWERINGS  # noqa: E402
 from pisa_jax.train.config import TrainConfig  # noqa: E402
@@ -71,6 +78,11 @@ def parse_args(argv=None):
                         "first row is always --conv_lowering with the project's options)")
     p.add_argument("--append_rows", default=None, metavar="FILE",
                    help="append the table rows, prefixed with the configuration, to FILE")
+    p.add_argument("--malloc", default="auto",
+                   help="the allocator every worker runs on: auto (what the project's commands "
+                        "pick: tcmalloc where installed, see pisa_jax.malloc), system, or a "
+                        "library's path; comma-separated: every variant under each, e.g. "
+                        "system,auto")
     p.add_argument("--pause_s", type=float, default=None,
                    help="idle seconds before each timed step (default: 1 on a CPU, 0.2 on a GPU)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # one variant, see above
@@ -196,14 +208,34 @@ def worker(args) -> None:
             send(error=one_line(error))
 
 
+def allocators(choices: str) -> dict[str, str | None]:
+    """--malloc: a label ("system" or the library's file name) -> the library to preload."""
+    chosen = {}
+    for choice in filter(None, (c.strip() for c in choices.split(","))):
+        try:
+            library = malloc.choose_library({malloc.ENV_VAR: choice})
+        except UserError as error:
+            raise SystemExit(f"error: --malloc: {error}") from None
+        chosen.setdefault("system" if library is None else os.path.basename(library), library)
+    return chosen or {"system": None}
+
+
+def worker_environment(library: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", malloc.PRELOADED_VAR)}
+    if library is None:
+        return {**env, malloc.ENV_VAR: "system"}
+    return {**malloc.TCMALLOC_QUIET, **env, "LD_PRELOAD": library, malloc.PRELOADED_VAR: library}
+
+
 class Worker:
     """A variant's worker process, as the parent sees it."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, variant: str, library: str | None):
         self.name, self.error = name, None
         self.process = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), *sys.argv[1:], "--worker", name],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            [sys.executable, os.path.abspath(__file__), *sys.argv[1:], "--worker", variant],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env=worker_environment(library))
         self.info = self._receive() or {}
 
     def _receive(self) -> dict | None:
@@ -233,16 +265,25 @@ def main():
     args = parse_args()
     if args.worker:
         return worker(args)
+    libraries = allocators(args.malloc)
+
+    def label(name, allocator):  # the allocator is named per row only when there are several
+        return name if len(libraries) == 1 else f"{name} [{allocator}]"
     workers = {}
     try:
-        for name in jax_names(args):
-            workers[name] = Worker(name)
-            print(f"compiled {name} in {workers[name].info.get('compile_s', 0):.1f} s", flush=True)
-        first = workers[jax_names(args)[0]]
+        for allocator, library in libraries.items():
+            for name in jax_names(args):
+                shown = label(name, allocator)
+                workers[shown] = Worker(shown, name, library)
+                print(f"compiled {shown} in {workers[shown].info.get('compile_s', 0):.1f} s",
+                      flush=True)
+        first = next(iter(workers.values()))
         if first.error:
             raise SystemExit(f"error: the JAX step did not compile: {first.error}")
-        for name in torch_variants(args, first.info["platform"] == "gpu"):
-            workers[f"torch {name}"] = Worker(f"torch {name}")
+        for allocator, library in libraries.items():
+            for name in torch_variants(args, first.info["platform"] == "gpu"):
+                shown = label(f"torch {name}", allocator)
+                workers[shown] = Worker(shown, f"torch {name}", library)
         for name, w in workers.items():
             t = w.step()
             print(f"warm-up {name}: {'failed' if t is None else f'{t:.1f} s'}", flush=True)
@@ -259,10 +300,10 @@ def main():
     print("seconds per round:")
     for name, ts in times.items():
         print(f"  {name:24s} " + " ".join("-" if t is None else f"{t:.2f}" for t in ts))
-    print_table(args, workers, times, first)
+    print_table(args, workers, times, first, libraries)
 
 
-def print_table(args, workers, times, first):
+def print_table(args, workers, times, first, libraries):
     info = first.info
     visual = "c3d" if args.visual_backbone == "c3d" else f"r{args.depths.split(',')[0]}"
     configuration = (f"{visual}+r{args.depths.split(',')[1]} {args.precision} "
@@ -272,7 +313,8 @@ def print_table(args, workers, times, first):
     print(f"\n{configuration}; {args.steps} round-robin steps per variant, each variant in its "
           f"own process; medians, ratio: median of the rounds' ratios")
     print(f"machine: {info['device_kind']} x{info['devices']} ({info['platform']}), "
-          f"{os.cpu_count()} CPU cores, {platform.machine()}; {versions}")
+          f"{os.cpu_count()} CPU cores, {platform.machine()}; {versions}; malloc: "
+          f"{', '.join(libraries)}")
 
     class Device:  # what flops_text needs of a device
         platform, device_kind = info["platform"], info["device_kind"]

@@ -3,9 +3,10 @@
 Random uint8 inputs of the shapes a dataset would give, already on the devices, so the figure is
 the step itself (the input pipeline has its own benchmark; --data_on_device gathers each batch
 inside the step from a split in device memory, as training does on a GPU). Compiled with the
-project's XLA options (--xla_defaults: without them). Prints one line per setting, model FLOP/s
-from XLA's cost analysis (and % of the GPU's peak) and the peak device memory where the backend
-reports it. Example (GPU, the paper's shapes):
+project's XLA options (--xla_defaults: without them), on the allocator the training commands
+pick (pisa_jax.malloc; PISA_JAX_MALLOC=system for the system's). Prints one line per setting,
+model FLOP/s from XLA's cost analysis (and % of the GPU's peak) and the peak device memory
+where the backend reports it. Example (GPU, the paper's shapes):
 
     python benchmarks/train_step.py --depths 18,18 --batch_size 4 --precision float32
     python benchmarks/train_step.py --depths 18,18 --batch_size 32 --precision bfloat16
@@ -22,9 +23,13 @@ from __future__ import annotations
 import argparse
 import time
 
-import jax
+from pisa_jax import malloc
 
-from jax_step import JaxStep, add_step_flags, flops_text
+malloc.restart_with_faster_malloc()  # as the training commands do, before JAX loads
+
+import jax  # noqa: E402
+
+from jax_step import JaxStep, add_step_flags, flops_text  # noqa: E402
 
 
 def parse_args():
@@ -56,6 +61,7 @@ def main():
           f"spec={args.spectrogram_size}^2 width={args.base_width} "
           f"lowering={args.conv_lowering} xla_options={step.options or 'none'}"
           f"{' data_on_device' if args.data_on_device else ''} jax={jax.__version__}")
+    print(malloc.describe())
     print(f"warm-up (2 steps, incl. compile) {compile_s:.1f} s | {per_step * 1e3:.1f} ms/step | "
           f"{samples_s:.1f} samples/s | {args.epoch_samples / samples_s:.1f} s per "
           f"{args.epoch_samples}-sample epoch | "

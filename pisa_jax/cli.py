@@ -3,9 +3,13 @@
     def main(argv=None) -> int:
         return cli.run(_main, argv)
 
+    def command() -> int:  # `if __name__ == "__main__"` and pyproject's [project.scripts]
+        return cli.run_command(_main)
+
 `run` turns a `UserError` into one line on stderr and exit status 1, and Ctrl-C into a short
 line and status 130, instead of a traceback. Parsers never accept abbreviated flags: with
-abbreviations `--lr -1` would silently mean `--lr_schedule -1`.
+abbreviations `--lr -1` would silently mean `--lr_schedule -1`. `run_command` is `run` for a
+process's command line, where the commands that compute first pick the allocator.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from pisa_jax import malloc
 from pisa_jax.errors import UserError
 
 
@@ -38,3 +43,12 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def run_command(main: Callable[[Sequence[str] | None], int | None]) -> int:
+    """run(main) for the command line: the process first re-runs itself under a faster
+    allocator where one is installed (`pisa_jax.malloc`), before anything is imported or read."""
+    def restarted_main(argv: Sequence[str] | None) -> int | None:
+        malloc.restart_with_faster_malloc()
+        return main(argv)
+    return run(restarted_main)

@@ -216,5 +216,10 @@ def main(argv=None) -> int:
     return cli.run(_main, argv)
 
 
+def command() -> int:
+    """The command line's entry point (see `pisa_jax.cli.run_command`)."""
+    return cli.run_command(_main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(command())

@@ -1,5 +1,5 @@
 import sys
 
-from pisa_jax.reproduce.cli import main
+from pisa_jax.reproduce.cli import command
 
-sys.exit(main())
+sys.exit(command())

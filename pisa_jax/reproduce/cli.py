@@ -17,7 +17,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from pisa_jax import cli
+from pisa_jax import cli, malloc
 from pisa_jax.reproduce.experiments import EXPERIMENTS
 from pisa_jax.reproduce.plan import (CONFLICT, DONE, PARTIAL, TODO, Choices, PlanError,
                                      format_plan, missing_weights, plan)
@@ -87,6 +87,7 @@ def share_compilations(workdir: str) -> None:
     effect only before the process has compiled anything (a fresh command)."""
     from pisa_jax.compile_cache import describe, enable_compilation_cache
     print(describe(enable_compilation_cache()), flush=True)
+    print(malloc.describe(), flush=True)
 
 
 def run_sweep(runs, *, log=print) -> list[str]:
@@ -159,3 +160,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     return cli.run(_main, argv)
+
+
+def command() -> int:
+    """The command line's entry point (see `pisa_jax.cli.run_command`)."""
+    return cli.run_command(_main)

@@ -15,7 +15,7 @@ import types
 import typing
 from typing import Any, Sequence
 
-from pisa_jax import cli
+from pisa_jax import cli, malloc
 from pisa_jax.train.config import PRESETS, TrainConfig, TrainConfigError, dataset_config_of, preset
 
 
@@ -146,6 +146,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     stop_watching = watch_peers(args.peer_timeout_s, _stop_now)
     print(f"workdir: {args.workdir}", flush=True)
     print(describe(enable_compilation_cache()), flush=True)  # before anything is compiled
+    print(malloc.describe(), flush=True)
     try:
         train_and_evaluate(args.config, args.workdir, override_config=args.override_config,
                            restart=args.restart)
@@ -171,3 +172,8 @@ def _stop_now(problem: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     return cli.run(_main, argv)
+
+
+def command() -> int:
+    """The command line's entry point (see `pisa_jax.cli.run_command`)."""
+    return cli.run_command(_main)
