@@ -230,8 +230,8 @@ def worker_environment(library: str | None) -> dict[str, str]:
 class Worker:
     """A variant's worker process, as the parent sees it."""
 
-    def __init__(self, name: str, variant: str, library: str | None):
-        self.name, self.error = name, None
+    def __init__(self, name: str, variant: str, library: str | None, allocator: str):
+        self.name, self.allocator, self.error = name, allocator, None
         self.process = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), *sys.argv[1:], "--worker", variant],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -274,7 +274,7 @@ def main():
         for allocator, library in libraries.items():
             for name in jax_names(args):
                 shown = label(name, allocator)
-                workers[shown] = Worker(shown, name, library)
+                workers[shown] = Worker(shown, name, library, allocator)
                 print(f"compiled {shown} in {workers[shown].info.get('compile_s', 0):.1f} s",
                       flush=True)
         first = next(iter(workers.values()))
@@ -283,7 +283,7 @@ def main():
         for allocator, library in libraries.items():
             for name in torch_variants(args, first.info["platform"] == "gpu"):
                 shown = label(f"torch {name}", allocator)
-                workers[shown] = Worker(shown, f"torch {name}", library)
+                workers[shown] = Worker(shown, f"torch {name}", library, allocator)
         for name, w in workers.items():
             t = w.step()
             print(f"warm-up {name}: {'failed' if t is None else f'{t:.1f} s'}", flush=True)
@@ -310,14 +310,19 @@ def print_table(args, workers, times, first, libraries):
                      f"b{args.batch_size} {args.clips}x{args.clip_length}x{args.image_size}^2 "
                      f"spec {args.spectrogram_size}^2 w{args.base_width}")
     versions = ", ".join(dict.fromkeys(w.info["version"] for w in workers.values() if w.info))
+    against = " on the same allocator" if len(libraries) > 1 else ""
     print(f"\n{configuration}; {args.steps} round-robin steps per variant, each variant in its "
-          f"own process; medians, ratio: median of the rounds' ratios")
+          f"own process; medians, ratio: median of the rounds' ratios to JAX's{against}")
     print(f"machine: {info['device_kind']} x{info['devices']} ({info['platform']}), "
           f"{os.cpu_count()} CPU cores, {platform.machine()}; {versions}; malloc: "
           f"{', '.join(libraries)}")
 
     class Device:  # what flops_text needs of a device
         platform, device_kind = info["platform"], info["device_kind"]
+    # each row against the first JAX row on the same allocator: framework against framework
+    references = {}
+    for w in workers.values():
+        references.setdefault(w.allocator, w)
     rows = []
     for name, w in workers.items():
         done = [t for t in times[name] if t is not None]
@@ -327,8 +332,9 @@ def print_table(args, workers, times, first, libraries):
         seconds = median(done)
         samples_s = args.batch_size / seconds
         # the median of the rounds' ratios: a machine that drifts between rounds moves both
-        pairs = [t / j for t, j in zip(times[name], times[first.name]) if t and j]
-        ratio = "1.00 (JAX)" if w is first else f"{median(pairs):.2f}"
+        reference = references[w.allocator]
+        pairs = [t / j for t, j in zip(times[name], times[reference.name]) if t and j]
+        ratio = "1.00 (JAX)" if w is reference else f"{median(pairs):.2f}"
         rows.append(f"| {name} | {seconds * 1e3:.1f} | {samples_s:.2f} | "
                     f"{args.epoch_samples / samples_s:.1f} | "
                     f"{flops_text(info['flops'], seconds, Device, args.precision, info['devices'])}"
