@@ -21,8 +21,8 @@ the order of the variants.
 
 Every worker runs on the same allocator, --malloc (default auto: what the project's commands
 pick, tcmalloc where installed; see pisa_jax.malloc); --malloc system,auto runs every variant on
-each, one table (2 CPU cores: tcmalloc made JAX's step 1.10-1.23x faster and PyTorch's
-1.17-1.21x).
+each, one table (2 CPU cores, full width: tcmalloc made JAX's step 1.11-1.25x faster, PyTorch
+eager's 1.26-1.33x and torch.compile's 1.13-1.21x).
 
 PyTorch variants: eager, compile (torch.compile of forward + loss), each optionally +bf16
 (autocast) and +cl3d (channels_last_3d model and input). Default: eager and compile at the

@@ -5,9 +5,10 @@ Why: XLA's CPU runtime allocates a program's temporary buffers afresh for every 
 glibc's malloc hands each block over 32 MB (its largest mmap threshold) straight from the
 kernel and gives it back when freed, so every training step of the paper's shapes faults the
 same ~0.5 GB in again, page by page. tcmalloc keeps freed memory for the next step. Measured
-on 2 CPU cores (`benchmarks/compare_frameworks.py --malloc`, README "Measured figures"): R18 +
-R18, batch 2 x 2 clips of 16x112x112 and 224x224 spectrograms, 1.10x per step, with a third
-of the page faults and a third of the kernel time. jemalloc was 4 % slower than glibc there.
+on 2 CPU cores (`benchmarks/compare_frameworks.py --malloc system,auto`, README "Measured
+figures"): R18 + R18 at full width, batch 2, 1.11x per step with 2 x 16-frame clips and 224x224
+spectrograms, 1.25x with 1 clip and 112x112; ~130 page faults per step instead of ~139,000.
+jemalloc was 4 % slower than glibc there.
 
 A running process cannot change its allocator, so a command re-runs itself once, first thing,
 with LD_PRELOAD naming the library: `os.execv` keeps its process id, arguments, environment
@@ -96,5 +97,5 @@ def describe() -> str:
         return f"malloc: as LD_PRELOAD={os.environ['LD_PRELOAD']} sets it"
     if not sys.platform.startswith("linux"):
         return "malloc: the system's"
-    return (f"malloc: the system's (CPU steps run ~1.1x faster on tcmalloc: install "
-            f"libtcmalloc-minimal4, or set {ENV_VAR}=PATH to an allocator's library)")
+    return (f"malloc: the system's (full-size CPU steps ran 1.1-1.25x faster on tcmalloc: "
+            f"install libtcmalloc-minimal4, or set {ENV_VAR}=PATH to an allocator's library)")
