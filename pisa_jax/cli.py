@@ -47,7 +47,8 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
 
 def run_command(main: Callable[[Sequence[str] | None], int | None]) -> int:
     """run(main) for the command line: the process first re-runs itself under a faster
-    allocator where one is installed (`pisa_jax.malloc`), before anything is imported or read."""
+    allocator where one is installed (`pisa_jax.malloc`), before it imports JAX or reads input;
+    a bad $PISA_JAX_MALLOC is then one line, as any UserError."""
     def restarted_main(argv: Sequence[str] | None) -> int | None:
         malloc.restart_with_faster_malloc()
         return main(argv)

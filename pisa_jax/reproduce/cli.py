@@ -87,7 +87,6 @@ def share_compilations(workdir: str) -> None:
     effect only before the process has compiled anything (a fresh command)."""
     from pisa_jax.compile_cache import describe, enable_compilation_cache
     print(describe(enable_compilation_cache()), flush=True)
-    print(malloc.describe(), flush=True)
 
 
 def run_sweep(runs, *, log=print) -> list[str]:
@@ -139,6 +138,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
                             f"{r.workdir}: {r.detail}" for r in conflicts))
     if not args.report_only:
         share_compilations(choices.workdir)
+        print(malloc.describe(), flush=True)
     from pisa_jax.train import Interrupted
     try:
         failures = [] if args.report_only else run_sweep(runs)
