@@ -37,6 +37,7 @@ SYSTEM = ("system", "glibc", "off", "none")
 PRELOADED_VAR = "PISA_JAX_MALLOC_PRELOADED"
 # tcmalloc logs every allocation over 1 GB by default; a split of PISA held in memory is one.
 TCMALLOC_QUIET = {"TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD": str(1 << 40)}
+_SEPARATORS = set(" :")  # LD_PRELOAD splits its list at these
 
 
 def library_directories() -> list[str]:
@@ -58,13 +59,16 @@ def choose_library(environ: Mapping[str, str] = os.environ,
         for directory in directories if directories is not None else library_directories():
             for name in LIBRARIES:
                 path = os.path.join(directory, name)
-                if os.path.isfile(path):
+                if os.path.isfile(path) and not _SEPARATORS & set(path):
                     return path
         return None
     path = os.path.abspath(os.path.expanduser(choice))
     if not os.path.isfile(path):
         raise UserError(f"{ENV_VAR}={choice}: no such file; give the path of an allocator's "
                         f"shared library, or auto (tcmalloc when installed), or system")
+    if _SEPARATORS & set(path):
+        raise UserError(f"{ENV_VAR}={choice}: LD_PRELOAD cannot name a path with a space or a "
+                        f"colon; link or copy the library to a path without them")
     return path
 
 
@@ -75,6 +79,8 @@ def restart_with_faster_malloc() -> None:
     if not sys.platform.startswith("linux") or os.environ.get("LD_PRELOAD"):
         return
     if PRELOADED_VAR in os.environ or sys.argv[:1] in ([""], ["-"]):  # re-run, or a stdin script
+        return
+    if not sys.executable:  # an embedded interpreter: nothing to re-run
         return
     library = choose_library()
     if library is None:

@@ -48,6 +48,13 @@ def test_a_path_is_taken_as_given_and_a_missing_one_is_a_user_error(tmp_path):
     assert malloc.choose_library({"PISA_JAX_MALLOC": str(library)}, []) == str(library)
     with pytest.raises(UserError, match=r"PISA_JAX_MALLOC=.*nope\.so: no such file"):
         malloc.choose_library({"PISA_JAX_MALLOC": str(tmp_path / "nope.so")}, [])
+    # LD_PRELOAD splits at spaces and colons: such a path is refused, and skipped by auto
+    spaced = tmp_path / "my libs"
+    spaced.mkdir()
+    (spaced / "libtcmalloc_minimal.so.4").write_bytes(b"")
+    with pytest.raises(UserError, match="cannot name a path with a space or a colon"):
+        malloc.choose_library({"PISA_JAX_MALLOC": str(spaced / "libtcmalloc_minimal.so.4")}, [])
+    assert malloc.choose_library({}, [str(spaced)]) is None
 
 
 RERUN = ("import os, sys; print('start', os.getpid(), flush=True); "
