@@ -59,17 +59,40 @@ def choose_library(environ: Mapping[str, str] = os.environ,
         for directory in directories if directories is not None else library_directories():
             for name in LIBRARIES:
                 path = os.path.join(directory, name)
-                if os.path.isfile(path) and not _SEPARATORS & set(path):
+                if os.path.isfile(path) and _problem(path) is None:
                     return path
         return None
     path = os.path.abspath(os.path.expanduser(choice))
     if not os.path.isfile(path):
         raise UserError(f"{ENV_VAR}={choice}: no such file; give the path of an allocator's "
                         f"shared library, or auto (tcmalloc when installed), or system")
-    if _SEPARATORS & set(path):
-        raise UserError(f"{ENV_VAR}={choice}: LD_PRELOAD cannot name a path with a space or a "
-                        f"colon; link or copy the library to a path without them")
+    problem = _problem(path)
+    if problem:
+        raise UserError(f"{ENV_VAR}={choice}: {problem}")
     return path
+
+
+def _problem(path: str) -> str | None:
+    """Why the dynamic loader could not preload the file at `path` (it would say so on every
+    process start and go on without it), or None."""
+    if _SEPARATORS & set(path):
+        return ("LD_PRELOAD cannot name a path with a space or a colon; link or copy the library "
+                "to a path without them")
+    try:
+        with open(path, "rb") as library:
+            magic = library.read(4)
+    except OSError as error:
+        return f"cannot be read ({error.strerror})"
+    return None if magic == b"\x7fELF" else "not a shared library (no ELF header)"
+
+
+def _mapped(path: str) -> bool:
+    """Whether the file at `path` is loaded in this process."""
+    try:
+        maps = open("/proc/self/maps").read()
+    except OSError:
+        return True  # nothing to check against: trust the loader
+    return os.path.realpath(path) in maps or path in maps
 
 
 def restart_with_faster_malloc() -> None:
@@ -98,6 +121,9 @@ def describe() -> str:
     """The line a command prints at start."""
     preloaded = os.environ.get(PRELOADED_VAR)
     if preloaded and preloaded in os.environ.get("LD_PRELOAD", ""):
+        if not _mapped(preloaded):
+            return (f"malloc: the system's: {preloaded} did not load (the dynamic loader says "
+                    f"why above); set {ENV_VAR}=system to stop trying")
         return f"malloc: {preloaded} (set {ENV_VAR}=system for the system's)"
     if os.environ.get("LD_PRELOAD"):
         return f"malloc: as LD_PRELOAD={os.environ['LD_PRELOAD']} sets it"

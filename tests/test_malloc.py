@@ -23,6 +23,9 @@ def _loaded_libc() -> str:
     pytest.skip("no libc.so mapped (not glibc)")
 
 
+ELF = b"\x7fELF" + bytes(60)  # what choose_library reads of a shared library: its magic
+
+
 def _clean_env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items()
            if k not in ("LD_PRELOAD", malloc.ENV_VAR, malloc.PRELOADED_VAR)}
@@ -32,10 +35,10 @@ def _clean_env(**extra) -> dict:
 def test_auto_takes_the_first_tcmalloc_found_and_system_takes_none(tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
     first.mkdir(), second.mkdir()
-    (second / "libtcmalloc.so.4").write_bytes(b"")
+    (second / "libtcmalloc.so.4").write_bytes(ELF)
     assert malloc.choose_library({}, [str(first), str(second)]) == str(second / "libtcmalloc.so.4")
-    (first / "libtcmalloc_minimal.so.4").write_bytes(b"")
-    (second / "libtcmalloc_minimal.so.4").write_bytes(b"")
+    (first / "libtcmalloc_minimal.so.4").write_bytes(ELF)
+    (second / "libtcmalloc_minimal.so.4").write_bytes(ELF)
     assert malloc.choose_library({"PISA_JAX_MALLOC": "auto"}, [str(first), str(second)]) == \
         str(first / "libtcmalloc_minimal.so.4")
     assert malloc.choose_library({"PISA_JAX_MALLOC": "system"}, [str(first)]) is None
@@ -44,17 +47,23 @@ def test_auto_takes_the_first_tcmalloc_found_and_system_takes_none(tmp_path):
 
 def test_a_path_is_taken_as_given_and_a_missing_one_is_a_user_error(tmp_path):
     library = tmp_path / "libjemalloc.so.2"
-    library.write_bytes(b"")
+    library.write_bytes(ELF)
     assert malloc.choose_library({"PISA_JAX_MALLOC": str(library)}, []) == str(library)
     with pytest.raises(UserError, match=r"PISA_JAX_MALLOC=.*nope\.so: no such file"):
         malloc.choose_library({"PISA_JAX_MALLOC": str(tmp_path / "nope.so")}, [])
     # LD_PRELOAD splits at spaces and colons: such a path is refused, and skipped by auto
     spaced = tmp_path / "my libs"
     spaced.mkdir()
-    (spaced / "libtcmalloc_minimal.so.4").write_bytes(b"")
+    (spaced / "libtcmalloc_minimal.so.4").write_bytes(ELF)
     with pytest.raises(UserError, match="cannot name a path with a space or a colon"):
         malloc.choose_library({"PISA_JAX_MALLOC": str(spaced / "libtcmalloc_minimal.so.4")}, [])
     assert malloc.choose_library({}, [str(spaced)]) is None
+    # a file that is no shared library: the loader would complain at every start and go on
+    text = tmp_path / "libtcmalloc_minimal.so.4"
+    text.write_text("INPUT(-ltcmalloc)\n")
+    with pytest.raises(UserError, match="not a shared library"):
+        malloc.choose_library({"PISA_JAX_MALLOC": str(text)}, [])
+    assert malloc.choose_library({}, [str(tmp_path)]) is None
 
 
 RERUN = ("import os, sys; print('start', os.getpid(), flush=True); "
@@ -101,3 +110,15 @@ def test_every_computing_command_stops_on_a_missing_library_with_one_line(comman
     assert done.stderr == (f"error: PISA_JAX_MALLOC={missing}: no such file; give the path of "
                            f"an allocator's shared library, or auto (tcmalloc when installed), "
                            f"or system\n")
+
+
+@linux_only
+def test_the_start_line_says_when_the_preloaded_library_did_not_load(monkeypatch, tmp_path):
+    missing = str(tmp_path / "libtcmalloc_minimal.so.4")  # as if ld.so had refused it
+    monkeypatch.setenv("LD_PRELOAD", missing)
+    monkeypatch.setenv(malloc.PRELOADED_VAR, missing)
+    assert malloc.describe().startswith(f"malloc: the system's: {missing} did not load")
+    libc = _loaded_libc()
+    monkeypatch.setenv("LD_PRELOAD", libc)
+    monkeypatch.setenv(malloc.PRELOADED_VAR, libc)
+    assert malloc.describe() == f"malloc: {libc} (set PISA_JAX_MALLOC=system for the system's)"
