@@ -220,13 +220,6 @@ def allocators(choices: str) -> dict[str, str | None]:
     return chosen or {"system": None}
 
 
-def worker_environment(library: str | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", malloc.PRELOADED_VAR)}
-    if library is None:
-        return {**env, malloc.ENV_VAR: "system"}
-    return {**malloc.TCMALLOC_QUIET, **env, "LD_PRELOAD": library, malloc.PRELOADED_VAR: library}
-
-
 class Worker:
     """A variant's worker process, as the parent sees it."""
 
@@ -235,7 +228,7 @@ class Worker:
         self.process = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), *sys.argv[1:], "--worker", variant],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            env=worker_environment(library))
+            env=malloc.preload_environment(library, os.environ))
         self.info = self._receive() or {}
 
     def _receive(self) -> dict | None:

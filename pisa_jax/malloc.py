@@ -11,7 +11,7 @@ spectrograms, 1.25x with 1 clip and 112x112; ~130 page faults per step instead o
 jemalloc was 4 % slower than glibc there.
 
 A running process cannot change its allocator, so a command re-runs itself once, first thing,
-with LD_PRELOAD naming the library: `os.execv` keeps its process id, arguments, environment
+with LD_PRELOAD naming the library: `os.execve` keeps its process id, arguments, environment
 and open files. $PISA_JAX_MALLOC chooses:
 - unset or "auto": tcmalloc when found (libtcmalloc_minimal.so.4 or libtcmalloc.so.4 in the
   system's library directories; Debian and Ubuntu: `apt-get install libtcmalloc-minimal4`),
@@ -89,10 +89,19 @@ def _problem(path: str) -> str | None:
 def _mapped(path: str) -> bool:
     """Whether the file at `path` is loaded in this process."""
     try:
-        maps = open("/proc/self/maps").read()
+        with open("/proc/self/maps") as mappings:
+            maps = mappings.read()
     except OSError:
         return True  # nothing to check against: trust the loader
     return os.path.realpath(path) in maps or path in maps
+
+
+def preload_environment(library: str | None, environ: Mapping[str, str]) -> dict[str, str]:
+    """`environ` for a process that runs on `library` (None: on the system's malloc)."""
+    rest = {k: v for k, v in environ.items() if k not in ("LD_PRELOAD", PRELOADED_VAR)}
+    if library is None:
+        return {**rest, ENV_VAR: "system"}
+    return {**TCMALLOC_QUIET, **rest, "LD_PRELOAD": library, PRELOADED_VAR: library}
 
 
 def restart_with_faster_malloc() -> None:
@@ -108,7 +117,7 @@ def restart_with_faster_malloc() -> None:
     library = choose_library()
     if library is None:
         return
-    environ = {**TCMALLOC_QUIET, **os.environ, "LD_PRELOAD": library, PRELOADED_VAR: library}
+    environ = preload_environment(library, os.environ)
     sys.stdout.flush()
     sys.stderr.flush()
     try:
