@@ -11,7 +11,9 @@
 #      torch.compile, each with channels_last_3d (bf16 rows under autocast), cudnn.benchmark on;
 #   3. JAX's choices at that setting: the conv lowering (native, stacked, taps) and the layout
 #      flag --xla_gpu_force_conv_nhwc;
-#   4. R50-3D + R50-2D and C3D + R18-2D at batch 32, then all three at batch 4, bf16 and float32,
+#   4. where JAX's step spends its time at that setting: the device kernels per XLA operation,
+#      from a jax.profiler trace (benchmarks/profile_step.py; the trace stays in OUT_DIR/trace);
+#   5. R50-3D + R50-2D and C3D + R18-2D at batch 32, then all three at batch 4, bf16 and float32,
 #      JAX next to PyTorch eager and eager + channels_last_3d (torch.compile only in item 2:
 #      each of its compilations takes a minute).
 # Paper shapes: 10 clips x 16 x 112 x 112 per sample, 224x224 spectrograms, full width, 10 timed
@@ -30,8 +32,9 @@ START=$(date +%s)
 ROWS=$OUT/rows.md
 CHOICES=$OUT/choices.md
 CHECK=$OUT/bf16_check.md
+PROFILE=$OUT/profile.md
 LOG=$OUT/log.txt
-: > "$ROWS"; : > "$CHOICES"; : > "$CHECK"; : > "$LOG"; SKIPPED=()
+: > "$ROWS"; : > "$CHOICES"; : > "$CHECK"; : > "$PROFILE"; : > "$LOG"; SKIPPED=()
 export PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH}
 export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$HOME/.cache/pisa_jax/jax_cache}
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-3}
@@ -84,7 +87,14 @@ compare "r18+r18 b32 bf16: JAX lowering and layout" "$CHOICES" --depths 18,18 --
   --precision bfloat16 --torch_variants none \
   --jax_variants native:xla_gpu_force_conv_nhwc=true,stacked,taps,stacked:xla_gpu_force_conv_nhwc=true
 
-# 4. the rest of the matrix
+# 4. the target setting's step, operation by operation
+if in_budget "r18+r18 b32 bf16: profile"; then
+  python benchmarks/profile_step.py "${SHAPES[@]}" --depths 18,18 --batch_size 32 \
+    --precision bfloat16 --top 20 --trace_dir "$OUT/trace" > "$PROFILE" 2>> "$LOG" \
+    || echo "(profile_step.py exited with $?: see $LOG)" >> "$PROFILE"
+fi
+
+# 5. the rest of the matrix
 for batch in 32 4; do
   for model in "--depths 50,50" "--visual_backbone c3d --depths 18,18" "--depths 18,18"; do
     [ "$batch" = "32" ] && [ "$model" = "--depths 18,18" ] && continue   # item 2
@@ -115,6 +125,10 @@ VERSIONS=$(python -c "import jax, torch; print(f'jax {jax.__version__}, torch {t
   cat "$CHOICES"
   echo
   cat "$CHECK"
+  echo
+  echo "Where the JAX step's time goes (R18+R18, batch 32, bf16):"
+  echo
+  cat "$PROFILE"
   if [ ${#SKIPPED[@]} -gt 0 ]; then
     echo
     echo "Skipped (time budget of ${BUDGET} s; PISA_SUITE_BUDGET_S=0 runs everything):"

@@ -157,6 +157,9 @@ def main():
         print("no operation in the trace carries an HLO name (this jax's profiler does not "
               "tag them): open the trace in TensorBoard or Perfetto instead")
         return
+    if device.platform != "cpu" and where == "host threads":
+        print(f"note: no {device.platform} kernel in the trace carries an HLO name; the times "
+              "below are the host's (launches), not the device's")
     shapes = hlo_shapes(step.compiled.as_text())
     print("\n".join(report(where, ms, count, shapes, 1e3 * statistics.median(times), threads,
                            args.top)))
