@@ -24,9 +24,7 @@ import gzip
 import json
 import os
 import re
-import statistics
 import tempfile
-import time
 
 # An HLO instruction in the optimised module's text: `%name = shape opcode(...` ("ROOT " first
 # for a computation's result).
@@ -129,17 +127,11 @@ def main():
 
     malloc.restart_with_faster_malloc()  # as the training commands do, before JAX loads
     import jax
-    from jax_step import JaxStep
+    from jax_step import JaxStep, median, time_interleaved
 
     args = parse_args()
     step = JaxStep(args)
-    for _ in range(2):  # warm-up
-        step.run()
-    times = []
-    for _ in range(args.steps):
-        t0 = time.perf_counter()
-        step.run()
-        times.append(time.perf_counter() - t0)
+    times = time_interleaved({"step": step.run}, args.steps)["step"]  # after one warm-up step
     trace_dir = args.trace_dir or tempfile.mkdtemp(prefix="pisa_profile_")
     with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
         for _ in range(args.profile_steps):
@@ -161,7 +153,7 @@ def main():
         print(f"note: no {device.platform} kernel in the trace carries an HLO name; the times "
               "below are the host's (launches), not the device's")
     shapes = hlo_shapes(step.compiled.as_text())
-    print("\n".join(report(where, ms, count, shapes, 1e3 * statistics.median(times), threads,
+    print("\n".join(report(where, ms, count, shapes, 1e3 * median(times), threads,
                            args.top)))
 
 
