@@ -34,6 +34,7 @@ for the JAX step (the same network) divided by each variant's time.
     python benchmarks/compare_frameworks.py ... --jax_variants auto:xla_defaults,native
     python benchmarks/compare_frameworks.py ... --torch_variants none \
         --jax_variants native:xla_gpu_force_conv_nhwc=true,stacked,taps   # JAX choices only
+    python benchmarks/compare_frameworks.py ... --jax_variants auto:no_onednn  # CPU: XLA's own
 
 The flags of benchmarks/train_step.py apply; --append_rows FILE adds the table's rows (with the
 configuration) to FILE, which benchmarks/gpu_suite.sh collects into one table.
@@ -108,13 +109,15 @@ def torch_variants(args, on_gpu: bool) -> list[str]:
 
 
 def jax_variant_args(args, variant: str):
-    """args for one --jax_variants entry: LOWERING[:xla_defaults][:NAME=VALUE]..."""
+    """args for one --jax_variants entry: LOWERING[:xla_defaults][:no_onednn][:NAME=VALUE]...
+    (no_onednn: the worker runs without oneDNN, PISA_JAX_ONEDNN=off, so "auto" is XLA's own)."""
     lowering, *extras = variant.split(":")
     changed = copy.copy(args)
     changed.conv_lowering = lowering or args.conv_lowering
     changed.xla_defaults = "xla_defaults" in extras
+    changed.no_onednn = "no_onednn" in extras
     changed.xla_option = list(args.xla_option) + [e for e in extras if "=" in e]
-    unknown = [e for e in extras if e != "xla_defaults" and "=" not in e]
+    unknown = [e for e in extras if e not in ("xla_defaults", "no_onednn") and "=" not in e]
     if unknown or changed.conv_lowering not in CONV_LOWERINGS:
         raise SystemExit(f"error: --jax_variants: cannot read {variant!r}")
     return changed
@@ -185,7 +188,10 @@ def worker(args) -> None:
         if args.worker.startswith("jax "):
             import jax
             first = jax_names(args)[0]
-            step = JaxStep(args if args.worker == first else jax_variant_args(args, args.worker[4:]))
+            variant = args if args.worker == first else jax_variant_args(args, args.worker[4:])
+            if getattr(variant, "no_onednn", False):
+                os.environ["PISA_JAX_ONEDNN"] = "off"  # read when oneDNN is first looked for
+            step = JaxStep(variant)
             device = step.devices[0]
             info = {"compile_s": step.compile_s, "flops": step.flops_per_step(),
                     "platform": device.platform, "device_kind": device.device_kind,

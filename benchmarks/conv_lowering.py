@@ -27,6 +27,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pisa_jax.models.lowering import convolve, resolve_lowering  # noqa: E402
+from pisa_jax.native import onednn  # noqa: E402
 from pisa_jax.xla_options import cpu_compiler_options  # noqa: E402
 
 # name -> (input [T, H, W, I] per clip, kernel (kt, kh, kw), O, stride, padding, bias, input grad)
@@ -48,7 +49,7 @@ LAYERS = {
     "c3d_conv4b": ((4, 14, 14, 512), (3, 3, 3), 512, (1, 1, 1), (1, 1, 1), True, True),
     "c3d_conv5a": ((2, 7, 7, 512), (3, 3, 3), 512, (1, 1, 1), (1, 1, 1), True, True),
 }
-LOWERINGS = ("native", "taps", "stacked")
+LOWERINGS = ("native", "taps", "stacked", "onednn")
 
 
 def parse_args():
@@ -105,6 +106,9 @@ def main():
     args = parse_args()
     options = {} if args.xla_defaults else cpu_compiler_options()
     lowerings = args.lowerings.split(",")
+    if "onednn" in lowerings and onednn.unavailable_reason():
+        print(f"note: leaving out onednn: {onednn.unavailable_reason()}")
+        lowerings.remove("onednn")
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}, compiler options {options}, "
           f"{args.clips} clip(s), {args.repeats} repeats; ms, median forward + backward")
     columns = lowerings + ([] if args.no_torch else ["torch"])

@@ -2,7 +2,8 @@
 
 Layers, lowest first (a module may import its own package and any lower layer):
   0  pisa_jax (the package root), pisa_jax.errors, pisa_jax.cli, pisa_jax.files,
-     pisa_jax.xla_options, pisa_jax.compile_cache, pisa_jax.malloc
+     pisa_jax.xla_options, pisa_jax.compile_cache, pisa_jax.malloc, pisa_jax.native (oneDNN's
+     convolutions through XLA's FFI)
   1  pisa_jax.media (decoding, spectrograms) | pisa_jax.models
   2  data_builders (the TFDS builder)        | pisa_jax.convert (PyTorch weights)
      | pisa_jax.reference (PyTorch models for parity tests and benchmarks: no project module
@@ -20,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [
     ["pisa_jax.errors", "pisa_jax.cli", "pisa_jax.files", "pisa_jax.xla_options",
-     "pisa_jax.compile_cache", "pisa_jax.malloc", "pisa_jax"],
+     "pisa_jax.compile_cache", "pisa_jax.malloc", "pisa_jax.native", "pisa_jax"],
     ["pisa_jax.media", "pisa_jax.models"],
     ["data_builders", "pisa_jax.convert", "pisa_jax.reference"],
     ["pisa_jax.data"],

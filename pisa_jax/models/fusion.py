@@ -61,7 +61,7 @@ class SkillModel(nn.Module):
     base_width: int = 64
     dtype: Any = jnp.float32
     bn_axis_name: str | None = None
-    conv_lowering: str = "auto"  # how the visual backbone's 3D convs run (models.lowering)
+    conv_lowering: str = "auto"  # how the convs run (models.lowering): "onednn" reaches both nets
 
     def __post_init__(self):
         mods = tuple(self.modalities)
@@ -101,7 +101,7 @@ class SkillModel(nn.Module):
                                  f"got {None if spectrogram is None else spectrogram.shape}")
             backbone = ResNet2D(self.aural_depth, None, in_channels=1, base_width=self.base_width,
                                 dtype=self.dtype, bn_axis_name=self.bn_axis_name,
-                                name="aural_backbone")
+                                conv_lowering=self.conv_lowering, name="aural_backbone")
             images = spectrogram[..., None]  # the channel axis: [B, (clips,) H, W, 1]
             if images.ndim == 4:
                 images = images[:, None]  # one "clip" per sample: [B, 1, H, W, 1]

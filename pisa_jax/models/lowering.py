@@ -1,5 +1,6 @@
-"""How a PyTorch-padded 3D convolution is computed: natively, or as 2D convolutions over its
-temporal taps. All forms compute the same function of the same kernel [kt, kh, kw, I, O].
+"""How a PyTorch-padded 3D convolution is computed: natively, as 2D convolutions over its
+temporal taps, or by oneDNN. All forms compute the same function of the same kernel
+[kt, kh, kw, I, O].
 
 XLA's CPU backend runs a native 3D convolution on a generic Eigen path that is several times
 slower than its 2D convolutions, so on CPU the 2D forms win (measured table below):
@@ -11,6 +12,12 @@ slower than its 2D convolutions, so on CPU the 2D forms win (measured table belo
   for the padding) and one 2D convolution with kt * I input channels runs: one larger matrix
   product instead of kt smaller ones, but it also multiplies the padding frames.
 A kernel with kt == 1 (e.g. the 1x1x1 shortcut) is the same 2D convolution in both forms.
+- "onednn": the float32 convolutions on the CPU, 2D ones too, run in oneDNN through XLA's FFI
+  (`pisa_jax.native.onednn`; needs the `onednn` extra), except "taps" where at least a third of
+  the temporal taps would read padding (clips of 1-2 frames in the last stages, where taps skip
+  that work and oneDNN does not). The measured table is in `pisa_jax/native/onednn.py`; the
+  whole training step ran 1.19x faster than "auto". Elsewhere (a GPU, bf16) it is "auto".
+  Opt-in for now: "auto" never picks it (see the README's *Measured figures* for why).
 "auto" picks per backend and shape, at trace time (`jax.default_backend()`):
 - CPU: "stacked" for thin inputs (kt * I <= 64: the 3-channel stems, where one conv with 21
   input channels beats seven with 3) and where at most 1/8 of the stacked frames would be
@@ -46,16 +53,22 @@ same convolution (the 1x1x1 shortcut: kt = 1), so the gap is the machine's noise
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-CONV_LOWERINGS = ("auto", "native", "taps", "stacked")
+from pisa_jax.native import onednn
+
+CONV_LOWERINGS = ("auto", "native", "taps", "stacked", "onednn")
 # "auto" on CPU stacks the taps on channels while the stacked input stays this thin, or while at
 # most this share of the stacked frames is temporal zero padding (which "taps" skips).
 STACKED_MAX_CHANNELS = 64
 STACKED_MAX_PADDING_SHARE = 0.125
+# "onednn" keeps "taps" where they skip at least this share of temporal padding (the last
+# stages' 1-2 frame clips, where oneDNN computes the padding and loses).
+ONEDNN_MAX_PADDING_SHARE = 1 / 3
 
 
 def check_lowering(lowering: str) -> None:
@@ -66,36 +79,50 @@ def check_lowering(lowering: str) -> None:
 
 def resolve_lowering(lowering: str, x_shape: Sequence[int], kernel_shape: Sequence[int],
                      strides: Sequence[int], padding: Sequence[int],
-                     backend: str | None = None) -> str:
-    """The concrete form ("native", "taps" or "stacked") for x [N, T, H, W, I] and a kernel
-    [kt, kh, kw, I, O]; "auto" decides by backend (default: JAX's default backend) and shape."""
+                     backend: str | None = None, dtype: Any = jnp.float32) -> str:
+    """The concrete form ("native", "taps", "stacked" or "onednn") for x [N, *spatial, I] and a
+    kernel [*k, I, O] (2 or 3 spatial dims; 2D ones are "native" or "onednn").
+
+    "auto" decides by backend (default: JAX's default backend) and shape; "onednn" by shape on
+    the CPU in float32 (where oneDNN does not apply, it is "auto").
+    """
     check_lowering(lowering)
-    if lowering != "auto":
-        return lowering
-    if (backend or jax.default_backend()) != "cpu":
+    on_cpu = (backend or jax.default_backend()) == "cpu"
+    if lowering == "onednn" and not (on_cpu and jnp.dtype(dtype) == jnp.float32):
+        lowering = "auto"
+    if lowering not in ("auto", "onednn"):
+        return lowering if len(kernel_shape) == 5 else "native"
+    if lowering == "auto" and not on_cpu:
         return "native"
+    if len(kernel_shape) != 5:
+        return "onednn" if lowering == "onednn" else "native"
     kt, _, _, in_features, _ = kernel_shape
-    if kt * in_features <= STACKED_MAX_CHANNELS:
-        return "stacked"
     ranges = _tap_output_ranges(x_shape[1], kt, strides[0], padding[0])
     t_out = _frames_per_output(x_shape[1], kt, strides[0], padding[0])
     computed = sum(last - first + 1 for first, last in ranges if last >= first)
     padding_share = 1 - computed / (kt * t_out)
+    if lowering == "onednn":
+        return "taps" if padding_share >= ONEDNN_MAX_PADDING_SHARE - 1e-9 else "onednn"
+    if kt * in_features <= STACKED_MAX_CHANNELS:
+        return "stacked"
     return "stacked" if padding_share <= STACKED_MAX_PADDING_SHARE else "taps"
 
 
 def convolve(x: jnp.ndarray, kernel: jnp.ndarray, strides: Sequence[int], padding: Sequence[int],
-         lowering: str = "native") -> jnp.ndarray:
+             lowering: str = "native") -> jnp.ndarray:
     """Channels-last convolution with symmetric zero padding `(p, p)` per spatial dim.
 
     x: [N, *spatial, I], kernel: [*k, I, O] -> [N, *spatial_out, O]. `lowering` applies to 3D
-    convolutions only; 1D/2D ones always run natively.
+    convolutions, and its oneDNN choice to 2D ones too; 1D ones run natively.
     """
     strides, padding = tuple(strides), tuple(padding)
-    if x.ndim != 5:
+    if x.ndim not in (4, 5):
         return _native(x, kernel, strides, padding)
-    form = resolve_lowering(lowering, x.shape, kernel.shape, strides, padding)
-    if form == "native":
+    form = resolve_lowering(lowering, x.shape, kernel.shape, strides, padding,
+                            dtype=jnp.result_type(x, kernel))
+    if form == "onednn":
+        return onednn.convolution(x, kernel, strides, padding)
+    if form == "native" or x.ndim == 4:
         return _native(x, kernel, strides, padding)
     if form == "stacked" or kernel.shape[0] == 1:
         return _stacked(x, kernel, strides, padding)

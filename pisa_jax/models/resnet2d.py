@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from pisa_jax.models.layers import (STAGE_LAYOUTS, check_depth, pool_and_classify,
                                     residual_stages, torch_batch_norm, torch_conv, torch_max_pool)
+from pisa_jax.models.lowering import check_lowering
 
 # torchvision builds 18/34/50/101/152; depth 10 exists only in Hara's 3D code.
 DEPTHS_2D = tuple(d for d in STAGE_LAYOUTS if d not in (10, 200))
@@ -29,9 +30,11 @@ class ResNet2D(nn.Module):
     base_width: int = 64
     dtype: Any = jnp.float32
     bn_axis_name: str | None = None
+    conv_lowering: str = "native"  # "onednn": oneDNN's convolutions (models.lowering); else XLA's
 
     def __post_init__(self):
         check_depth(self.depth, DEPTHS_2D, "ResNet2D")
+        check_lowering(self.conv_lowering)
         super().__post_init__()
 
     @nn.compact
@@ -39,11 +42,13 @@ class ResNet2D(nn.Module):
         if x.ndim != 4 or x.shape[-1] != self.in_channels:
             raise ValueError(f"ResNet2D(in_channels={self.in_channels}) expects "
                              f"[N, H, W, {self.in_channels}], got shape {x.shape}")
-        x = torch_conv(self.base_width, (7, 7), (2, 2), (3, 3), dtype=self.dtype, name="conv1")(x)
+        x = torch_conv(self.base_width, (7, 7), (2, 2), (3, 3), dtype=self.dtype, name="conv1",
+                       lowering=self.conv_lowering)(x)
         x = torch_batch_norm(train, dtype=self.dtype, axis_name=self.bn_axis_name, name="bn1")(x)
         x = torch_max_pool(nn.relu(x), window=3, stride=2, padding=1)  # [N, H/4, W/4, w]
         x = residual_stages(x, self.depth, base_width=self.base_width, train=train,
-                            dtype=self.dtype, bn_axis_name=self.bn_axis_name)
+                            dtype=self.dtype, bn_axis_name=self.bn_axis_name,
+                            conv_lowering=self.conv_lowering)
         return pool_and_classify(x, self.num_classes, dtype=self.dtype)
 
     def example_input(self, batch: int = 1) -> jnp.ndarray:

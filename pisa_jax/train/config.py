@@ -84,8 +84,10 @@ class TrainConfig:
     precision: str = _field("float32", "compute dtype: float32 or bfloat16 (params stay float32)",
                             paper=False)
     conv_lowering: str = _field("auto", "how 3D convolutions run: native, taps or stacked (2D "
-                                "convolutions over the temporal taps; same parameters), or auto "
-                                "= the measured fastest for the backend", paper=False)
+                                "convolutions over the temporal taps; same parameters), onednn "
+                                "(every float32 CPU convolution, 2D ones too, in oneDNN; needs "
+                                "the onednn extra), or auto = the measured fastest for the "
+                                "backend", paper=False)
     # --- optimisation
     optimizer: str = _field("adam", "'adam' = torch Adam with coupled L2 weight decay (the paper); "
                             "'adamw' = decoupled weight decay")

@@ -9,6 +9,7 @@ import pytest
 from pisa_jax.models import ResNet3D, SkillModel
 from pisa_jax.models.layers import ResidualBlock, torch_conv
 from pisa_jax.models.lowering import CONV_LOWERINGS, convolve, resolve_lowering
+from pisa_jax.native import onednn
 
 TOLERANCE = 1e-4  # on max |logit diff|, relative to max(1, max |logit|)
 TINY_CLIP = (2, 3, 6, 32, 32)  # [N, C, T, H, W]: T reaches 1 in the last stages
@@ -31,9 +32,11 @@ def _check(name, diff, scale):
     assert diff <= TOLERANCE * max(1.0, scale), (name, diff, scale)
 
 
-@pytest.mark.parametrize("lowering", ("native",) + FORMS)
+@pytest.mark.parametrize("lowering", ("native",) + FORMS + ("onednn",))
 @pytest.mark.parametrize("layout", ["hara", "torchvision", "hara time stride 2"])
 def test_parity_with_pytorch(torch_reference, layout, lowering):
+    if lowering == "onednn" and onednn.unavailable_reason():
+        pytest.skip(f"onednn: {onednn.unavailable_reason()}")
     if layout == "torchvision":
         torch_model = torch_reference.torchvision_video_resnet(10, num_classes=10)
     else:
@@ -164,7 +167,7 @@ def test_parameters_do_not_depend_on_the_lowering():
                                                         base_width=4, conv_lowering=low)
                             .init({"params": jax.random.PRNGKey(0)}, x[None],
                                   jnp.zeros((1, 32, 32)), train=False))
-             for low in CONV_LOWERINGS]
+             for low in CONV_LOWERINGS if low != "onednn" or onednn.available()]
     for tree in trees[1:]:
         assert jax.tree_util.tree_structure(tree) == jax.tree_util.tree_structure(trees[0])
         assert jax.tree_util.tree_leaves(tree) == jax.tree_util.tree_leaves(trees[0])
@@ -206,6 +209,27 @@ def test_auto_picks_per_backend_and_shape():
         assert auto(16, (7, 7, 7, 3, 64), (1, 2, 2), (3, 3, 3), backend) == "native"
     assert resolve_lowering("stacked", (1, 4, 8, 8, 64), (3, 3, 3, 64, 64), (1, 1, 1),
                             (1, 1, 1), "gpu") == "stacked"
+
+
+def test_onednn_keeps_taps_where_they_skip_padding():
+    def pick(t, kernel, stride, pad, backend="cpu", dtype=jnp.float32, lowering="onednn"):
+        x_shape = (4, t, 56, 56, kernel[-2]) if len(kernel) == 5 else (4, 56, 56, kernel[-2])
+        return resolve_lowering(lowering, x_shape, kernel, stride, pad, backend, dtype)
+    assert pick(16, (7, 7, 7, 3, 64), (1, 2, 2), (3, 3, 3)) == "onednn"
+    assert pick(8, (3, 3, 3, 64, 64), (1, 1, 1), (1, 1, 1)) == "onednn"
+    assert pick(4, (3, 3, 3, 128, 256), (2, 2, 2), (1, 1, 1)) == "onednn"  # 1/6 padding
+    assert pick(2, (3, 3, 3, 256, 256), (1, 1, 1), (1, 1, 1)) == "taps"  # 1/3 padding
+    assert pick(2, (3, 3, 3, 256, 512), (2, 2, 2), (1, 1, 1)) == "taps"
+    assert pick(1, (3, 3, 3, 512, 512), (1, 1, 1), (1, 1, 1)) == "taps"  # 2/3 padding
+    assert pick(None, (7, 7, 1, 64), (2, 2), (3, 3)) == "onednn"  # 2D: the aural net
+    # "auto" never picks oneDNN; 2D convolutions are native for every other lowering
+    assert pick(16, (7, 7, 7, 3, 64), (1, 2, 2), (3, 3, 3), lowering="auto") == "stacked"
+    assert pick(None, (7, 7, 1, 64), (2, 2), (3, 3), lowering="auto") == "native"
+    assert pick(None, (7, 7, 1, 64), (2, 2), (3, 3), lowering="stacked") == "native"
+    # oneDNN's handlers here are float32 and CPU only: elsewhere "onednn" means "auto"
+    assert pick(16, (7, 7, 7, 3, 64), (1, 2, 2), (3, 3, 3), dtype=jnp.bfloat16) == "stacked"
+    assert pick(16, (7, 7, 7, 3, 64), (1, 2, 2), (3, 3, 3), "gpu") == "native"
+    assert pick(None, (7, 7, 1, 64), (2, 2), (3, 3), "gpu") == "native"
 
 
 def test_rejects_unknown_lowering():

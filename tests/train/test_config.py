@@ -43,7 +43,7 @@ def test_bad_values_are_refused_naming_the_field():
     with pytest.raises(TrainConfigError, match="precision='float16'"):  # one line, exit 1
         parse_args(["--workdir", "x", "--precision", "float16"])
     with pytest.raises(TrainConfigError, match=r"conv_lowering='im2col': expected one of "
-                                               r"\['auto', 'native', 'taps', 'stacked'\]"):
+                                               r"\['auto', 'native', 'taps', 'stacked', 'onednn'\]"):
         TrainConfig(conv_lowering="im2col")
 
 

@@ -1,0 +1,76 @@
+"""Compile a C++ source of this package into a shared library, once per machine, and load it.
+
+The library lands in a cache directory (`$PISA_JAX_NATIVE_CACHE`, else
+`$XDG_CACHE_HOME/pisa_jax/native` or `~/.cache/pisa_jax/native`) under a name that hashes
+everything it depends on (the source, the compile command, the jaxlib version), so a changed
+source or a new jaxlib builds a new one and an old one is never loaded by mistake. It is
+compiled to a temporary name and renamed into place, so a killed build leaves no half library
+and two processes building at once both end with a whole one. Nothing is downloaded: the
+compiler, jaxlib's FFI headers and the libraries linked are what is installed.
+This module imports nothing of the project.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+import jax
+
+
+class NativeBuildError(RuntimeError):
+    """A native library could not be compiled or loaded; the message says why, in one line."""
+
+
+def cache_dir() -> Path:
+    if os.environ.get("PISA_JAX_NATIVE_CACHE"):
+        return Path(os.environ["PISA_JAX_NATIVE_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(base) / "pisa_jax" / "native"
+
+
+def compiler() -> str | None:
+    """$CXX, else the first of c++ and g++ on PATH."""
+    return os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+
+
+def build_and_load(source: Path, include_dirs: Sequence[str], library_dir: str,
+                   libraries: Sequence[str]) -> ctypes.CDLL:
+    """The loaded library built from `source` (C++17), with jaxlib's FFI headers and
+    `include_dirs` on the include path, linked to `libraries` in `library_dir` (found there at
+    run time too, through the library's rpath)."""
+    cxx = compiler()
+    if cxx is None:
+        raise NativeBuildError("no C++ compiler found (set CXX, or install g++)")
+    command = [cxx, "-O2", "-std=c++17", "-shared", "-fPIC", "-w",
+               f"-I{jax.ffi.include_dir()}", *(f"-I{d}" for d in include_dirs),
+               str(source), f"-L{library_dir}", *(f"-l{name}" for name in libraries),
+               f"-Wl,-rpath,{library_dir}"]
+    digest = hashlib.sha256()
+    digest.update(Path(source).read_bytes())
+    digest.update(repr((command, jax.__version__, jax.lib.__version__)).encode())
+    target = cache_dir() / f"lib{Path(source).stem}-{digest.hexdigest()[:16]}.so"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+        try:
+            try:
+                done = subprocess.run(command + ["-o", str(partial)], capture_output=True,
+                                      text=True, check=False)
+            except OSError as e:
+                raise NativeBuildError(f"running the C++ compiler {cxx!r} failed: {e}") from None
+            if done.returncode != 0:
+                first = next((line for line in done.stderr.splitlines() if "error" in line),
+                             done.stderr.strip()[:300])
+                raise NativeBuildError(f"compiling {source.name} failed: {first}")
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
+    try:
+        return ctypes.CDLL(str(target))
+    except OSError as e:
+        raise NativeBuildError(f"loading {target} failed: {e}") from None

@@ -1,0 +1,157 @@
+"""Float32 CPU convolutions run by oneDNN (the library PyTorch's CPU convolutions use), called
+from XLA through its FFI, with their own gradients.
+
+XLA CPU computes convolutions with Eigen, whose matrix kernels reach ~60 % of what oneDNN's
+reach on this project's shapes: oneDNN takes the 3D stem's forward + weight gradient in ~225 ms
+where XLA's best form takes ~410 (4 clips of 16x112x112, 2-core AVX-512 machine; see
+`benchmarks/conv_lowering.py`). `convolution` computes exactly what `lax.conv_general_dilated`
+computes for the project's layouts (x [N, *spatial, I], kernel [*k, I, O], symmetric zero
+padding), to float32 rounding; 2D convolutions run as 3D ones of depth 1.
+
+Where oneDNN comes from: the `onednn` extra (`pip install 'pisa-jax[onednn]'`: the wheels
+onednn-cpu-gomp and onednn-devel-cpu-gomp, which put libdnnl and its headers under the
+environment's prefix), or any oneDNN 3.x install named by `$PISA_JAX_ONEDNN_ROOT` (a prefix
+with include/oneapi/dnnl and lib/libdnnl.so). The handlers in `onednn_conv.cc` are compiled on
+first use (`pisa_jax.native.build`, a few seconds, then cached). `PISA_JAX_ONEDNN=off` in the
+environment turns it off (then "auto" is XLA's own, e.g. to compare). oneDNN runs on its own OpenMP
+threads, one per core unless OMP_NUM_THREADS says otherwise.
+
+Forward + backward per layer against XLA's two forms and PyTorch (2-core AMD EPYC, Zen 4,
+AVX-512, tcmalloc, jax 0.10.2, oneDNN 3.2 from onednn-cpu-gomp 2023.2, torch 2.14.1; 4 clips;
+ms, medians of 5 interleaved repeats), `python benchmarks/conv_lowering.py --clips 4
+--lowerings taps,stacked,onednn`:
+    layer                  taps   stacked    onednn     torch
+    hara_stem             537.9     445.6     234.7     242.8
+    r3d_l1                105.9     110.7      74.4      87.6
+    r3d_l2_strided         38.8      32.7      23.6      29.3
+    r3d_l2                 42.9      48.2      31.8      37.3
+    r3d_l3_strided         12.9      15.1      12.3      15.7
+    r3d_l3                 24.8      29.8      23.8      28.0
+    r3d_l4_strided         14.9      23.9      17.7      19.6
+    r3d_l4                 16.0      39.6      27.9      28.8
+    c3d_conv2            1723.9    1658.1    1468.4    1316.2
+    c3d_conv5a             80.7     138.8      88.2      92.3
+oneDNN computes the temporal padding that "taps" skips, so at clips of 1-2 frames (r3d_l4,
+c3d_conv5a) taps stay faster; `models.lowering`'s "auto" keeps them there.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pisa_jax.native.build import NativeBuildError, build_and_load
+
+SOURCE = Path(__file__).with_name("onednn_conv.cc")
+TARGETS = {"forward": "PisaOnednnConvForward", "weight_gradient": "PisaOnednnConvWeightGradient",
+           "input_gradient": "PisaOnednnConvInputGradient"}
+INSTALL_HINT = "pip install 'pisa-jax[onednn]'"
+_registered: set[str] = set()
+
+
+def onednn_root() -> Path:
+    return Path(os.environ.get("PISA_JAX_ONEDNN_ROOT") or sys.prefix)
+
+
+@functools.lru_cache(maxsize=None)
+def _load() -> str | None:
+    """Builds, loads and registers the handlers once per process; the reason they cannot be
+    used, or None when they are ready."""
+    if os.environ.get("PISA_JAX_ONEDNN", "").lower() == "off":
+        return "turned off by PISA_JAX_ONEDNN=off"
+    root = onednn_root()
+    header = root / "include" / "oneapi" / "dnnl" / "dnnl.hpp"
+    if not header.exists() or not any((root / "lib").glob("libdnnl.so*")):
+        return f"oneDNN not found under {root} ({INSTALL_HINT}, or set PISA_JAX_ONEDNN_ROOT)"
+    try:
+        library = build_and_load(SOURCE, [str(root / "include")], str(root / "lib"), ["dnnl"])
+    except NativeBuildError as e:
+        return str(e)
+    major = library.PisaOnednnMajorVersion()
+    if major != 3:
+        return f"oneDNN {major}.x under {root}: this code is written for oneDNN 3.x"
+    for name in TARGETS.values():
+        if name not in _registered:  # once per process, even if _load runs again
+            jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(library, name)),
+                                        platform="cpu")
+            _registered.add(name)
+    return None
+
+
+def unavailable_reason() -> str | None:
+    """Why `convolution` cannot run in this process (None: it can). Builds on first call."""
+    return _load()
+
+
+def available() -> bool:
+    return _load() is None
+
+
+def check_available() -> None:
+    """Raise NativeBuildError with the one-line reason when oneDNN cannot be used."""
+    reason = _load()
+    if reason is not None:
+        raise NativeBuildError(f"conv lowering 'onednn': {reason}")
+
+
+def convolution(x: jnp.ndarray, kernel: jnp.ndarray, strides: Sequence[int],
+                padding: Sequence[int]) -> jnp.ndarray:
+    """x [N, *spatial, I] (2 or 3 spatial dims), kernel [*k, I, O], float32, zero padding
+    (p, p) per spatial dim -> [N, *spatial_out, O] float32. Differentiable in x and kernel."""
+    check_available()
+    if x.dtype != jnp.float32 or kernel.dtype != jnp.float32:
+        raise TypeError(f"oneDNN convolution is float32 only, got {x.dtype} and {kernel.dtype}")
+    if x.ndim == 4:  # 2D as depth 1: [N, H, W, I] -> [N, 1, H, W, I]
+        y = _conv3d(x[:, None], kernel[None], (1,) + tuple(strides), (0,) + tuple(padding))
+        return y[:, 0]
+    if x.ndim != 5:
+        raise ValueError(f"oneDNN convolution takes 2D or 3D inputs, got shape {x.shape}")
+    return _conv3d(x, kernel, tuple(strides), tuple(padding))
+
+
+def _attributes(strides, padding) -> dict[str, np.ndarray]:
+    return {"strides": np.asarray(strides, np.int64), "pad_lo": np.asarray(padding, np.int64),
+            "pad_hi": np.asarray(padding, np.int64)}
+
+
+def _output_shape(x_shape, kernel_shape, strides, padding) -> tuple[int, ...]:
+    spatial = tuple((x_shape[1 + i] + 2 * padding[i] - kernel_shape[i]) // strides[i] + 1
+                    for i in range(3))
+    return (x_shape[0],) + spatial + (kernel_shape[-1],)
+
+
+def _call(target: str, shape, a, b, strides, padding):
+    out = jax.ShapeDtypeStruct(tuple(shape), jnp.float32)
+    # vmap (e.g. jax.jacrev) runs the calls one after another: correct for any batched operand
+    return jax.ffi.ffi_call(TARGETS[target], out, vmap_method="sequential")(
+        a, b, **_attributes(strides, padding))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv3d(x, kernel, strides, padding):
+    shape = _output_shape(x.shape, kernel.shape, strides, padding)
+    if min(shape) <= 0:
+        raise ValueError(f"convolution of {x.shape} with kernel {kernel.shape}, strides "
+                         f"{strides}, padding {padding} has an empty output {shape}")
+    return _call("forward", shape, x, kernel, strides, padding)
+
+
+def _conv3d_forward(x, kernel, strides, padding):
+    return _conv3d(x, kernel, strides, padding), (x, kernel)
+
+
+def _conv3d_backward(strides, padding, residuals, dy):
+    x, kernel = residuals
+    # XLA drops the input gradient's call where nothing reads it (a network's first layer).
+    dx = _call("input_gradient", x.shape, dy, kernel, strides, padding)
+    dkernel = _call("weight_gradient", kernel.shape, x, dy, strides, padding)
+    return dx, dkernel
+
+
+_conv3d.defvjp(_conv3d_forward, _conv3d_backward)

@@ -1,0 +1,175 @@
+// XLA FFI handlers (CPU) that run a float32 3D convolution with oneDNN: the forward pass, the
+// weight gradient and the input gradient. Built and loaded by pisa_jax/native/onednn.py.
+//
+// Layouts are the project's: activations [N, D, H, W, C] (oneDNN's ndhwc), kernels
+// [kd, kh, kw, I, O] (oneDNN's dhwio). 2D convolutions come here as D = 1. oneDNN may want the
+// kernel in a blocked layout of its own; it is reordered into a buffer per call.
+// Attributes: strides, pad_lo, pad_hi (3 each, D H W).
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "oneapi/dnnl/dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+using dims = dnnl::memory::dims;
+using tag = dnnl::memory::format_tag;
+
+namespace {
+
+enum Kind { kForward = 0, kWeightGradient = 1, kInputGradient = 2 };
+
+dnnl::engine& Engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+// A primitive and the layouts it wants, made once per kind and shape (making one JIT-compiles
+// its kernel). Its scratchpad is the caller's: XLA may run two convolutions at once.
+struct Entry {
+  std::unique_ptr<dnnl::primitive> primitive;
+  dnnl::memory::desc weights;  // the primitive's (weights or weight gradient)
+  dnnl::memory::desc scratchpad;
+};
+
+std::mutex cache_mutex;
+std::map<std::string, std::shared_ptr<Entry>> cache;
+
+std::string Key(int kind, const dims& x, const dims& w, const dims& s, const dims& lo,
+                const dims& hi) {
+  std::string key = std::to_string(kind);
+  for (const dims* d : {&x, &w, &s, &lo, &hi}) {
+    key += '|';
+    for (auto v : *d) key += std::to_string(v) + ',';
+  }
+  return key;
+}
+
+std::shared_ptr<Entry> Make(int kind, const dnnl::memory::desc& x, const dnnl::memory::desc& w_any,
+                            const dnnl::memory::desc& y, const dims& s, const dims& lo,
+                            const dims& hi) {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  auto forward = dnnl::convolution_forward::primitive_desc(
+      Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, x, w_any,
+      y, s, lo, hi, attr);
+  auto entry = std::make_shared<Entry>();
+  if (kind == kForward) {
+    entry->weights = forward.weights_desc();
+    entry->scratchpad = forward.scratchpad_desc();
+    entry->primitive = std::make_unique<dnnl::convolution_forward>(forward);
+  } else if (kind == kWeightGradient) {
+    auto pd = dnnl::convolution_backward_weights::primitive_desc(
+        Engine(), dnnl::algorithm::convolution_direct, x, w_any, y, s, lo, hi, forward, attr);
+    entry->weights = pd.diff_weights_desc();
+    entry->scratchpad = pd.scratchpad_desc();
+    entry->primitive = std::make_unique<dnnl::convolution_backward_weights>(pd);
+  } else {
+    auto pd = dnnl::convolution_backward_data::primitive_desc(
+        Engine(), dnnl::algorithm::convolution_direct, x, w_any, y, s, lo, hi, forward, attr);
+    entry->weights = pd.weights_desc();
+    entry->scratchpad = pd.scratchpad_desc();
+    entry->primitive = std::make_unique<dnnl::convolution_backward_data>(pd);
+  }
+  return entry;
+}
+
+// NDHWC dims -> oneDNN's logical order (N, C, D, H, W); DHWIO -> (O, I, D, H, W).
+dims Activation(ffi::Span<const int64_t> d) { return {d[0], d[4], d[1], d[2], d[3]}; }
+dims Kernel(ffi::Span<const int64_t> d) { return {d[4], d[3], d[0], d[1], d[2]}; }
+dims Vector(ffi::Span<const int64_t> v) { return dims(v.begin(), v.end()); }
+
+// kForward: out = conv(a = x, b = w); kWeightGradient: out = dw from (a = x, b = dy);
+// kInputGradient: out = dx from (a = dy, b = w).
+ffi::Error Run(int kind, const dims& x_dims, const dims& w_dims, const dims& y_dims,
+               const dims& s, const dims& lo, const dims& hi, float* a, float* b, float* out) {
+  try {
+    dnnl::memory::desc x(x_dims, dnnl::memory::data_type::f32, tag::ndhwc);
+    dnnl::memory::desc y(y_dims, dnnl::memory::data_type::f32, tag::ndhwc);
+    dnnl::memory::desc w_user(w_dims, dnnl::memory::data_type::f32, tag::dhwio);
+    dnnl::memory::desc w_any(w_dims, dnnl::memory::data_type::f32, tag::any);
+    const std::string key = Key(kind, x_dims, w_dims, s, lo, hi);
+    std::shared_ptr<Entry> entry;
+    {
+      std::lock_guard<std::mutex> lock(cache_mutex);
+      auto found = cache.find(key);
+      if (found != cache.end()) entry = found->second;
+    }
+    if (!entry) {
+      entry = Make(kind, x, w_any, y, s, lo, hi);
+      std::lock_guard<std::mutex> lock(cache_mutex);
+      cache.emplace(key, entry);
+    }
+    dnnl::stream stream(Engine());
+    dnnl::memory scratchpad(entry->scratchpad, Engine());
+    const bool reorder = entry->weights != w_user;
+    if (kind == kWeightGradient) {
+      dnnl::memory x_mem(x, Engine(), a), dy_mem(y, Engine(), b), dw_user(w_user, Engine(), out);
+      dnnl::memory dw = reorder ? dnnl::memory(entry->weights, Engine()) : dw_user;
+      entry->primitive->execute(stream, {{DNNL_ARG_SRC, x_mem}, {DNNL_ARG_DIFF_DST, dy_mem},
+                                         {DNNL_ARG_DIFF_WEIGHTS, dw},
+                                         {DNNL_ARG_SCRATCHPAD, scratchpad}});
+      if (reorder) dnnl::reorder(dw, dw_user).execute(stream, dw, dw_user);
+    } else {
+      dnnl::memory w_mem(w_user, Engine(), b);
+      dnnl::memory w = w_mem;
+      if (reorder) {
+        w = dnnl::memory(entry->weights, Engine());
+        dnnl::reorder(w_mem, w).execute(stream, w_mem, w);
+      }
+      if (kind == kForward) {
+        dnnl::memory x_mem(x, Engine(), a), y_mem(y, Engine(), out);
+        entry->primitive->execute(stream, {{DNNL_ARG_SRC, x_mem}, {DNNL_ARG_WEIGHTS, w},
+                                           {DNNL_ARG_DST, y_mem},
+                                           {DNNL_ARG_SCRATCHPAD, scratchpad}});
+      } else {
+        dnnl::memory dy_mem(y, Engine(), a), dx_mem(x, Engine(), out);
+        entry->primitive->execute(stream, {{DNNL_ARG_DIFF_DST, dy_mem}, {DNNL_ARG_WEIGHTS, w},
+                                           {DNNL_ARG_DIFF_SRC, dx_mem},
+                                           {DNNL_ARG_SCRATCHPAD, scratchpad}});
+      }
+    }
+    stream.wait();
+  } catch (const dnnl::error& e) {
+    return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN convolution: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
+using F32 = ffi::Buffer<ffi::F32>;
+using Ints = ffi::Span<const int64_t>;
+
+ffi::Error Forward(F32 x, F32 w, ffi::ResultBuffer<ffi::F32> y, Ints s, Ints lo, Ints hi) {
+  return Run(kForward, Activation(x.dimensions()), Kernel(w.dimensions()),
+             Activation(y->dimensions()), Vector(s), Vector(lo), Vector(hi), x.typed_data(),
+             w.typed_data(), y->typed_data());
+}
+
+ffi::Error WeightGradient(F32 x, F32 dy, ffi::ResultBuffer<ffi::F32> dw, Ints s, Ints lo,
+                          Ints hi) {
+  return Run(kWeightGradient, Activation(x.dimensions()), Kernel(dw->dimensions()),
+             Activation(dy.dimensions()), Vector(s), Vector(lo), Vector(hi), x.typed_data(),
+             dy.typed_data(), dw->typed_data());
+}
+
+ffi::Error InputGradient(F32 dy, F32 w, ffi::ResultBuffer<ffi::F32> dx, Ints s, Ints lo,
+                         Ints hi) {
+  return Run(kInputGradient, Activation(dx->dimensions()), Kernel(w.dimensions()),
+             Activation(dy.dimensions()), Vector(s), Vector(lo), Vector(hi), dy.typed_data(),
+             w.typed_data(), dx->typed_data());
+}
+
+}  // namespace
+
+#define PISA_BIND                                                                      \
+  ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>().Attr<Ints>("strides").Attr<Ints>( \
+      "pad_lo").Attr<Ints>("pad_hi")
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(PisaOnednnConvForward, Forward, PISA_BIND);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(PisaOnednnConvWeightGradient, WeightGradient, PISA_BIND);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(PisaOnednnConvInputGradient, InputGradient, PISA_BIND);
+
+extern "C" int PisaOnednnMajorVersion() { return dnnl_version()->major; }

@@ -1,0 +1,49 @@
+"""Building a native library: cached by content, atomic, and one clear line when it fails."""
+import pytest
+
+from pisa_jax.native import build
+from pisa_jax.native.build import NativeBuildError, build_and_load
+
+needs_compiler = pytest.mark.skipif(build.compiler() is None, reason="no C++ compiler")
+
+GOOD = 'extern "C" int pisa_answer() { return 42; }\n'
+
+
+@pytest.fixture
+def cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("PISA_JAX_NATIVE_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@needs_compiler
+def test_builds_once_and_rebuilds_when_the_source_changes(cache, tmp_path):
+    source = tmp_path / "answer.cc"
+    source.write_text(GOOD)
+    assert build_and_load(source, [], str(tmp_path), []).pisa_answer() == 42
+    built = list(cache.iterdir())
+    assert len(built) == 1 and built[0].suffix == ".so"
+    mtime = built[0].stat().st_mtime_ns
+    build_and_load(source, [], str(tmp_path), [])
+    assert built[0].stat().st_mtime_ns == mtime  # loaded, not compiled again
+    source.write_text(GOOD.replace("42", "43"))
+    assert build_and_load(source, [], str(tmp_path), []).pisa_answer() == 43
+    assert len(list(cache.iterdir())) == 2
+
+
+@needs_compiler
+def test_a_failed_compile_is_one_line_and_leaves_nothing(cache, tmp_path):
+    source = tmp_path / "broken.cc"
+    source.write_text("int broken( {\n")
+    with pytest.raises(NativeBuildError, match=r"compiling broken\.cc failed: .*error") as raised:
+        build_and_load(source, [], str(tmp_path), [])
+    assert "\n" not in str(raised.value)
+    assert not cache.exists() or not list(cache.iterdir())
+
+
+def test_a_missing_compiler_is_one_line(cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    source = tmp_path / "answer.cc"
+    source.write_text(GOOD)
+    with pytest.raises(NativeBuildError, match="no-such-compiler") as raised:
+        build_and_load(source, [], str(tmp_path), [])
+    assert "\n" not in str(raised.value)

@@ -1,0 +1,157 @@
+"""oneDNN's convolutions through XLA's FFI: the same values and gradients as XLA's, in 2D and
+3D, under jit, pmap and vmap, inside the model; bf16 falls back to XLA; a missing oneDNN is
+one clear line."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pisa_jax.models import SkillModel
+from pisa_jax.models.lowering import convolve
+from pisa_jax.native import onednn
+from pisa_jax.native.build import NativeBuildError
+
+needs_onednn = pytest.mark.skipif(not onednn.available(),
+                                  reason=f"onednn: {onednn.unavailable_reason()}")
+
+# (x [N, *spatial, I], kernel, O, stride, padding)
+CONVS = {
+    "3x3x3": ((2, 5, 9, 9, 4), (3, 3, 3), 6, (1, 1, 1), (1, 1, 1)),
+    "3x3x3 stride 2": ((2, 5, 9, 9, 4), (3, 3, 3), 6, (2, 2, 2), (1, 1, 1)),
+    "hara stem, time stride 2": ((1, 6, 12, 12, 3), (7, 7, 7), 5, (2, 2, 2), (3, 3, 3)),
+    "torchvision stem": ((1, 4, 12, 12, 3), (3, 7, 7), 5, (1, 2, 2), (1, 3, 3)),
+    "1x1x1 stride 2": ((2, 5, 8, 8, 4), (1, 1, 1), 6, (2, 2, 2), (0, 0, 0)),
+    "T=1": ((2, 1, 4, 4, 8), (3, 3, 3), 4, (1, 1, 1), (1, 1, 1)),
+    "kernel longer than T": ((1, 2, 6, 6, 2), (7, 3, 3), 3, (1, 1, 1), (3, 1, 1)),
+    "2D stem": ((2, 13, 13, 1), (7, 7), 4, (2, 2), (3, 3)),
+    "2D 3x3 stride 2, odd size": ((2, 9, 9, 4), (3, 3), 6, (2, 2), (1, 1)),
+}
+
+
+def _case(name, seed=0):
+    shape, kernel, out, stride, pad = CONVS[name]
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape, np.float32)
+    w = rng.standard_normal(kernel + (shape[-1], out), np.float32) / np.sqrt(
+        np.prod(kernel) * shape[-1])
+    return x, w.astype(np.float32), stride, pad
+
+
+def _outputs_and_gradients(lowering, x, w, stride, pad):
+    """(y, d/dx, d/dw) for a fixed non-constant cotangent."""
+    def run(x, w):
+        y, vjp = jax.vjp(lambda x, w: convolve(x, w, stride, pad, lowering), x, w)
+        return (y,) + vjp(jnp.cos(jnp.arange(y.size, dtype=y.dtype)).reshape(y.shape))
+    return [np.asarray(a) for a in jax.jit(run)(x, w)]
+
+
+def _assert_close(got, want, relative, what):
+    assert got.shape == want.shape, what
+    diff, scale = float(np.abs(got - want).max()), float(np.abs(want).max())
+    assert diff <= relative * scale, (what, diff, scale)
+
+
+@needs_onednn
+@pytest.mark.parametrize("name", CONVS)
+def test_values_and_gradients_match_xla(name):
+    x, w, stride, pad = _case(name)
+    want = _outputs_and_gradients("native", x, w, stride, pad)
+    got = _outputs_and_gradients("onednn", x, w, stride, pad)
+    for what, g, r in zip(("y", "dx", "dw"), got, want):
+        _assert_close(g, r, 2e-5, f"{name} {what}")
+
+
+@needs_onednn
+def test_runs_under_pmap_on_every_device():
+    x, w, stride, pad = _case("3x3x3")
+    devices = jax.local_device_count()
+    xs = np.stack([x * (i + 1) for i in range(devices)])  # a different input per device
+    conv = jax.pmap(lambda x: convolve(x, w, stride, pad, "onednn"))
+    got = np.asarray(conv(xs))
+    for i in range(devices):
+        want = np.asarray(jax.jit(lambda x: convolve(x, w, stride, pad, "native"))(xs[i]))
+        _assert_close(got[i], want, 2e-5, f"device {i}")
+
+
+@needs_onednn
+def test_skill_model_logits_and_gradients_match_xla():
+    rng = np.random.default_rng(1)
+    video = rng.standard_normal((2, 1, 4, 16, 16, 3), np.float32)  # [B, clips, T, H, W, C]
+    spectrogram = rng.random((2, 32, 32), np.float32)
+
+    def model(lowering):
+        return SkillModel(visual_depth=10, aural_depth=18, base_width=4, conv_lowering=lowering)
+    variables = model("native").init(jax.random.PRNGKey(0), video, spectrogram, train=False)
+
+    def loss_and_grads(lowering):
+        def loss(params):
+            out = model(lowering).apply({**variables, "params": params}, video, spectrogram,
+                                        train=False)
+            return sum(jnp.sum(logits * jnp.cos(logits)) for logits in out["logits"].values())
+        return jax.jit(jax.value_and_grad(loss))(variables["params"])
+    want_loss, want = loss_and_grads("native")
+    for lowering in ("onednn",):
+        got_loss, got = loss_and_grads(lowering)
+        _assert_close(np.asarray(got_loss), np.asarray(want_loss), 1e-5, f"{lowering} loss")
+        for (path, g), r in zip(jax.tree_util.tree_leaves_with_path(got),
+                                jax.tree_util.tree_leaves(want)):
+            _assert_close(np.asarray(g), np.asarray(r), 1e-4, f"{lowering} {path}")
+    # the convolutions of both nets run in oneDNN (the T = 1 last stage keeps taps); not in auto
+    def program(lowering):
+        return jax.jit(lambda v, s: model(lowering).apply(variables, v, s, train=False)).lower(
+            video, spectrogram).as_text()
+    assert program("onednn").count(onednn.TARGETS["forward"]) >= 20
+    assert onednn.TARGETS["forward"] not in program("auto")
+
+
+def test_bf16_and_other_backends_fall_back_to_xla():
+    x, w, stride, pad = _case("3x3x3")
+    got = jax.jit(lambda x, w: convolve(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16),
+                                        stride, pad, "onednn"))(x, w)
+    assert got.dtype == jnp.bfloat16
+    want = jax.jit(lambda x, w: convolve(x, w, stride, pad, "native"))(x, w)
+    _assert_close(np.asarray(got, np.float32), np.asarray(want), 2e-2, "bf16")
+    text = jax.jit(lambda x, w: convolve(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16),
+                                         stride, pad, "onednn")).lower(x, w).as_text()
+    assert onednn.TARGETS["forward"] not in text
+
+
+@pytest.fixture
+def no_onednn(monkeypatch, tmp_path):
+    """This process without oneDNN: its root points at an empty directory."""
+    monkeypatch.setenv("PISA_JAX_ONEDNN_ROOT", str(tmp_path))
+    onednn._load.cache_clear()
+    yield tmp_path
+    monkeypatch.undo()
+    onednn._load.cache_clear()
+
+
+def test_missing_onednn_is_one_line(no_onednn):
+    x, w, stride, pad = _case("3x3x3")
+    with pytest.raises(NativeBuildError) as raised:
+        convolve(x, w, stride, pad, "onednn")
+    message = str(raised.value)
+    assert "\n" not in message and str(no_onednn) in message and "pisa-jax[onednn]" in message
+    with pytest.raises(NativeBuildError):  # also when reached through the model
+        SkillModel(visual_depth=10, aural_depth=18, base_width=4, conv_lowering="onednn").init(
+            jax.random.PRNGKey(0), np.zeros((1, 1, 4, 16, 16, 3), np.float32),
+            np.zeros((1, 32, 32), np.float32), train=False)
+
+
+@needs_onednn
+def test_vmap_runs_the_calls_in_turn():
+    x, w, stride, pad = _case("3x3x3")
+    xs = np.stack([x, -2 * x])
+    got = jax.jit(jax.vmap(lambda x: convolve(x, w, stride, pad, "onednn")))(xs)
+    want = jax.jit(jax.vmap(lambda x: convolve(x, w, stride, pad, "native")))(xs)
+    _assert_close(np.asarray(got), np.asarray(want), 2e-5, "vmap")
+
+
+def test_the_environment_can_turn_it_off(monkeypatch):
+    monkeypatch.setenv("PISA_JAX_ONEDNN", "off")
+    onednn._load.cache_clear()
+    try:
+        assert onednn.unavailable_reason() == "turned off by PISA_JAX_ONEDNN=off"
+    finally:
+        monkeypatch.undo()
+        onednn._load.cache_clear()
