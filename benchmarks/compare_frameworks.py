@@ -318,6 +318,10 @@ def print_table(args, workers, times, first, libraries):
 
     class Device:  # what flops_text needs of a device
         platform, device_kind = info["platform"], info["device_kind"]
+    # the network's FLOPs from the first JAX variant XLA could count (not one whose
+    # convolutions run in oneDNN: XLA does not count what its FFI calls compute)
+    flops = next((w.info["flops"] for w in workers.values()
+                  if w.info and w.info.get("flops")), None)
     # each row against the first JAX row on the same allocator: framework against framework
     references = {}
     for w in workers.values():
@@ -336,7 +340,7 @@ def print_table(args, workers, times, first, libraries):
         ratio = "1.00 (JAX)" if w is reference else f"{median(pairs):.2f}"
         rows.append(f"| {name} | {seconds * 1e3:.1f} | {samples_s:.2f} | "
                     f"{args.epoch_samples / samples_s:.1f} | "
-                    f"{flops_text(info['flops'], seconds, Device, args.precision, info['devices'])}"
+                    f"{flops_text(flops, seconds, Device, args.precision, info['devices'])}"
                     f" | {ratio} |")
     print(f"| variant | ms/step | samples/s | s per {args.epoch_samples}-sample epoch | "
           "model FLOP/s | its time / JAX's |")
