@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conv_cases import CONVS_3D
 
 from pisa_jax.models import ResNet3D, SkillModel
 from pisa_jax.models.layers import ResidualBlock, torch_conv
@@ -15,16 +16,7 @@ TOLERANCE = 1e-4  # on max |logit diff|, relative to max(1, max |logit|)
 TINY_CLIP = (2, 3, 6, 32, 32)  # [N, C, T, H, W]: T reaches 1 in the last stages
 FORMS = ("taps", "stacked")  # compared with "native"
 
-# (x [N, T, H, W, I], kernel (kt, kh, kw), O, stride, padding)
-CONVS = {
-    "3x3x3": ((2, 5, 9, 9, 4), (3, 3, 3), 6, (1, 1, 1), (1, 1, 1)),
-    "3x3x3 stride 2": ((2, 5, 9, 9, 4), (3, 3, 3), 6, (2, 2, 2), (1, 1, 1)),
-    "hara stem, time stride 2": ((1, 6, 12, 12, 3), (7, 7, 7), 5, (2, 2, 2), (3, 3, 3)),
-    "torchvision stem": ((1, 4, 12, 12, 3), (3, 7, 7), 5, (1, 2, 2), (1, 3, 3)),
-    "1x1x1 stride 2": ((2, 5, 8, 8, 4), (1, 1, 1), 6, (2, 2, 2), (0, 0, 0)),
-    "T=1": ((2, 1, 4, 4, 8), (3, 3, 3), 4, (1, 1, 1), (1, 1, 1)),
-    "kernel longer than T": ((1, 2, 6, 6, 2), (7, 3, 3), 3, (1, 1, 1), (3, 1, 1)),
-}
+CONVS = CONVS_3D
 
 
 def _check(name, diff, scale):

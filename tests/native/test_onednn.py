@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conv_cases import CONVS_3D
 
 from pisa_jax.models import SkillModel
 from pisa_jax.models.lowering import convolve
@@ -14,15 +15,9 @@ from pisa_jax.native.build import NativeBuildError
 needs_onednn = pytest.mark.skipif(not onednn.available(),
                                   reason=f"onednn: {onednn.unavailable_reason()}")
 
-# (x [N, *spatial, I], kernel, O, stride, padding)
+# name -> (x [N, *spatial, I], kernel, O, stride, padding): the 3D lowering cases and 2D ones
 CONVS = {
-    "3x3x3": ((2, 5, 9, 9, 4), (3, 3, 3), 6, (1, 1, 1), (1, 1, 1)),
-    "3x3x3 stride 2": ((2, 5, 9, 9, 4), (3, 3, 3), 6, (2, 2, 2), (1, 1, 1)),
-    "hara stem, time stride 2": ((1, 6, 12, 12, 3), (7, 7, 7), 5, (2, 2, 2), (3, 3, 3)),
-    "torchvision stem": ((1, 4, 12, 12, 3), (3, 7, 7), 5, (1, 2, 2), (1, 3, 3)),
-    "1x1x1 stride 2": ((2, 5, 8, 8, 4), (1, 1, 1), 6, (2, 2, 2), (0, 0, 0)),
-    "T=1": ((2, 1, 4, 4, 8), (3, 3, 3), 4, (1, 1, 1), (1, 1, 1)),
-    "kernel longer than T": ((1, 2, 6, 6, 2), (7, 3, 3), 3, (1, 1, 1), (3, 1, 1)),
+    **CONVS_3D,
     "2D stem": ((2, 13, 13, 1), (7, 7), 4, (2, 2), (3, 3)),
     "2D 3x3 stride 2, odd size": ((2, 9, 9, 4), (3, 3), 6, (2, 2), (1, 1)),
 }
