@@ -10,6 +10,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
@@ -28,7 +29,7 @@ dnnl::engine& Engine() {
 }
 
 // A primitive and the layouts it wants, made once per kind and shape (making one JIT-compiles
-// its kernel). Its scratchpad is the caller's: XLA may run two convolutions at once.
+// its kernel). Its scratchpad is the calling thread's: XLA may run two convolutions at once.
 struct Entry {
   std::unique_ptr<dnnl::primitive> primitive;
   dnnl::memory::desc weights;  // the primitive's (weights or weight gradient)
@@ -77,6 +78,14 @@ std::shared_ptr<Entry> Make(int kind, const dnnl::memory::desc& x, const dnnl::m
   return entry;
 }
 
+// The buffer, grown to hold `desc` (64-byte aligned), as a pointer oneDNN can use.
+void* Grow(std::vector<char>& buffer, const dnnl::memory::desc& desc) {
+  const size_t size = desc.get_size() + 64;
+  if (buffer.size() < size) buffer.resize(size);
+  auto address = reinterpret_cast<uintptr_t>(buffer.data());
+  return reinterpret_cast<void*>((address + 63) & ~uintptr_t(63));
+}
+
 // NDHWC dims -> oneDNN's logical order (N, C, D, H, W); DHWIO -> (O, I, D, H, W).
 dims Activation(ffi::Span<const int64_t> d) { return {d[0], d[4], d[1], d[2], d[3]}; }
 dims Kernel(ffi::Span<const int64_t> d) { return {d[4], d[3], d[0], d[1], d[2]}; }
@@ -103,12 +112,17 @@ ffi::Error Run(int kind, const dims& x_dims, const dims& w_dims, const dims& y_d
       std::lock_guard<std::mutex> lock(cache_mutex);
       cache.emplace(key, entry);
     }
-    dnnl::stream stream(Engine());
-    dnnl::memory scratchpad(entry->scratchpad, Engine());
+    // Per thread, reused: a stream, and the buffers for the scratchpad and reordered weights
+    // (allocating them per call cost more than the convolution itself at small shapes).
+    thread_local dnnl::stream stream(Engine());
+    thread_local std::vector<char> scratch_buffer, weights_buffer;
+    dnnl::memory scratchpad(entry->scratchpad, Engine(), Grow(scratch_buffer, entry->scratchpad));
     const bool reorder = entry->weights != w_user;
     if (kind == kWeightGradient) {
       dnnl::memory x_mem(x, Engine(), a), dy_mem(y, Engine(), b), dw_user(w_user, Engine(), out);
-      dnnl::memory dw = reorder ? dnnl::memory(entry->weights, Engine()) : dw_user;
+      dnnl::memory dw = reorder ? dnnl::memory(entry->weights, Engine(),
+                                               Grow(weights_buffer, entry->weights))
+                                : dw_user;
       entry->primitive->execute(stream, {{DNNL_ARG_SRC, x_mem}, {DNNL_ARG_DIFF_DST, dy_mem},
                                          {DNNL_ARG_DIFF_WEIGHTS, dw},
                                          {DNNL_ARG_SCRATCHPAD, scratchpad}});
@@ -117,7 +131,7 @@ ffi::Error Run(int kind, const dims& x_dims, const dims& w_dims, const dims& y_d
       dnnl::memory w_mem(w_user, Engine(), b);
       dnnl::memory w = w_mem;
       if (reorder) {
-        w = dnnl::memory(entry->weights, Engine());
+        w = dnnl::memory(entry->weights, Engine(), Grow(weights_buffer, entry->weights));
         dnnl::reorder(w_mem, w).execute(stream, w_mem, w);
       }
       if (kind == kForward) {
