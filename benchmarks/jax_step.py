@@ -18,7 +18,8 @@ import numpy as np
 from pisa_jax.data.on_device import DeviceSplit
 from pisa_jax.data.pipeline import BATCH_AXIS, prefetch_to_device
 from pisa_jax.models import VISUAL_BACKBONES
-from pisa_jax.models.lowering import CONV_LOWERINGS, resolve_lowering
+from pisa_jax.models.lowering import CONV_LOWERINGS
+from pisa_jax.native import onednn
 from pisa_jax.train.config import PRECISIONS, TrainConfig
 from pisa_jax.train.distributed import replicate
 from pisa_jax.train.state import InputSpec, create_run
@@ -132,7 +133,6 @@ class JaxStep:
                              f"{len(self.devices)} devices")
         run = create_run(self.config, self.spec)
         model = run.model.clone(conv_lowering=args.conv_lowering)
-        self.conv_lowering = args.conv_lowering
         self.options = compiler_options(args)
         step = make_train_step(model, run.tx, self.config, data_on_device=args.data_on_device,
                                compiler_options=self.options)
@@ -159,8 +159,7 @@ class JaxStep:
     def flops_per_step(self) -> float | None:
         """Model FLOPs of one step on all devices (XLA's count of the per-device program); None
         where oneDNN runs the convolutions (XLA does not count what its FFI calls compute)."""
-        if resolve_lowering(self.conv_lowering, (1, 16, 8, 8, 64), (3, 3, 3, 64, 64),
-                            (1, 1, 1), (1, 1, 1)) == "onednn":
+        if onednn.TARGETS["forward"] in self.compiled.as_text():
             return None
         costs = self.compiled.cost_analysis()
         if isinstance(costs, (list, tuple)):  # older jax: one dict per program

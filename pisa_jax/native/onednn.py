@@ -32,7 +32,7 @@ ms, medians of 5 interleaved repeats), `python benchmarks/conv_lowering.py --cli
     c3d_conv2            1723.9    1658.1    1468.4    1316.2
     c3d_conv5a             80.7     138.8      88.2      92.3
 oneDNN computes the temporal padding that "taps" skips, so at clips of 1-2 frames (r3d_l4,
-c3d_conv5a) taps stay faster; `models.lowering`'s "auto" keeps them there.
+c3d_conv5a) taps stay faster; `models.lowering`'s "onednn" keeps them there.
 """
 from __future__ import annotations
 

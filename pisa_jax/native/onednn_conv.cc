@@ -3,7 +3,8 @@
 //
 // Layouts are the project's: activations [N, D, H, W, C] (oneDNN's ndhwc), kernels
 // [kd, kh, kw, I, O] (oneDNN's dhwio). 2D convolutions come here as D = 1. oneDNN may want the
-// kernel in a blocked layout of its own; it is reordered into a buffer per call.
+// kernel in a blocked layout of its own; it is reordered into (or, for the weight gradient, out
+// of) a per-thread buffer on every call, by a reorder primitive made once with the convolution.
 // Attributes: strides, pad_lo, pad_hi (3 each, D H W).
 #include <cstdint>
 #include <map>
@@ -34,6 +35,11 @@ struct Entry {
   std::unique_ptr<dnnl::primitive> primitive;
   dnnl::memory::desc weights;  // the primitive's (weights or weight gradient)
   dnnl::memory::desc scratchpad;
+  // Between the project's dhwio kernel and `weights` where they differ (null where they don't):
+  // into the primitive's layout for the forward pass and the input gradient, out of it for the
+  // weight gradient.
+  std::unique_ptr<dnnl::reorder> reorder;
+  dnnl::memory::desc reorder_scratchpad;
 };
 
 std::mutex cache_mutex;
@@ -49,9 +55,9 @@ std::string Key(int kind, const dims& x, const dims& w, const dims& s, const dim
   return key;
 }
 
-std::shared_ptr<Entry> Make(int kind, const dnnl::memory::desc& x, const dnnl::memory::desc& w_any,
-                            const dnnl::memory::desc& y, const dims& s, const dims& lo,
-                            const dims& hi) {
+std::shared_ptr<Entry> Make(int kind, const dnnl::memory::desc& x, const dnnl::memory::desc& w_user,
+                            const dnnl::memory::desc& w_any, const dnnl::memory::desc& y,
+                            const dims& s, const dims& lo, const dims& hi) {
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   auto forward = dnnl::convolution_forward::primitive_desc(
@@ -74,6 +80,13 @@ std::shared_ptr<Entry> Make(int kind, const dnnl::memory::desc& x, const dnnl::m
     entry->weights = pd.weights_desc();
     entry->scratchpad = pd.scratchpad_desc();
     entry->primitive = std::make_unique<dnnl::convolution_backward_data>(pd);
+  }
+  if (entry->weights != w_user) {
+    auto pd = kind == kWeightGradient
+        ? dnnl::reorder::primitive_desc(Engine(), entry->weights, Engine(), w_user, attr)
+        : dnnl::reorder::primitive_desc(Engine(), w_user, Engine(), entry->weights, attr);
+    entry->reorder_scratchpad = pd.scratchpad_desc();
+    entry->reorder = std::make_unique<dnnl::reorder>(pd);
   }
   return entry;
 }
@@ -108,31 +121,36 @@ ffi::Error Run(int kind, const dims& x_dims, const dims& w_dims, const dims& y_d
       if (found != cache.end()) entry = found->second;
     }
     if (!entry) {
-      entry = Make(kind, x, w_any, y, s, lo, hi);
+      entry = Make(kind, x, w_user, w_any, y, s, lo, hi);
       std::lock_guard<std::mutex> lock(cache_mutex);
       cache.emplace(key, entry);
     }
     // Per thread, reused: a stream, and the buffers for the scratchpad and reordered weights
     // (allocating them per call cost more than the convolution itself at small shapes).
     thread_local dnnl::stream stream(Engine());
-    thread_local std::vector<char> scratch_buffer, weights_buffer;
+    thread_local std::vector<char> scratch_buffer, weights_buffer, reorder_buffer;
     dnnl::memory scratchpad(entry->scratchpad, Engine(), Grow(scratch_buffer, entry->scratchpad));
-    const bool reorder = entry->weights != w_user;
+    dnnl::memory reorder_scratchpad(entry->reorder_scratchpad, Engine(),
+                                    Grow(reorder_buffer, entry->reorder_scratchpad));
     if (kind == kWeightGradient) {
       dnnl::memory x_mem(x, Engine(), a), dy_mem(y, Engine(), b), dw_user(w_user, Engine(), out);
-      dnnl::memory dw = reorder ? dnnl::memory(entry->weights, Engine(),
-                                               Grow(weights_buffer, entry->weights))
-                                : dw_user;
+      dnnl::memory dw = entry->reorder ? dnnl::memory(entry->weights, Engine(),
+                                                      Grow(weights_buffer, entry->weights))
+                                       : dw_user;
       entry->primitive->execute(stream, {{DNNL_ARG_SRC, x_mem}, {DNNL_ARG_DIFF_DST, dy_mem},
                                          {DNNL_ARG_DIFF_WEIGHTS, dw},
                                          {DNNL_ARG_SCRATCHPAD, scratchpad}});
-      if (reorder) dnnl::reorder(dw, dw_user).execute(stream, dw, dw_user);
+      if (entry->reorder) {
+        entry->reorder->execute(stream, {{DNNL_ARG_FROM, dw}, {DNNL_ARG_TO, dw_user},
+                                         {DNNL_ARG_SCRATCHPAD, reorder_scratchpad}});
+      }
     } else {
       dnnl::memory w_mem(w_user, Engine(), b);
       dnnl::memory w = w_mem;
-      if (reorder) {
+      if (entry->reorder) {
         w = dnnl::memory(entry->weights, Engine(), Grow(weights_buffer, entry->weights));
-        dnnl::reorder(w_mem, w).execute(stream, w_mem, w);
+        entry->reorder->execute(stream, {{DNNL_ARG_FROM, w_mem}, {DNNL_ARG_TO, w},
+                                         {DNNL_ARG_SCRATCHPAD, reorder_scratchpad}});
       }
       if (kind == kForward) {
         dnnl::memory x_mem(x, Engine(), a), y_mem(y, Engine(), out);
