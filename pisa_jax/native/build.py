@@ -2,8 +2,10 @@
 
 The library lands in a cache directory (`$PISA_JAX_NATIVE_CACHE`, else
 `$XDG_CACHE_HOME/pisa_jax/native` or `~/.cache/pisa_jax/native`) under a name that hashes
-everything it depends on (the source, the compile command, the jaxlib version), so a changed
-source or a new jaxlib builds a new one and an old one is never loaded by mistake. It is
+everything it depends on (the source, the compile command, the jaxlib version, and the size and
+modification time of each library it links and of each header directory's files), so a changed
+source, a new jaxlib or another oneDNN release builds a new one and an old one is never loaded
+by mistake. It is
 compiled to a temporary name and renamed into place, so a killed build leaves no half library
 and two processes building at once both end with a whole one. Nothing is downloaded: the
 compiler, jaxlib's FFI headers and the libraries linked are what is installed.
@@ -38,6 +40,20 @@ def compiler() -> str | None:
     return os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
 
 
+def _identities(include_dirs: Sequence[str], library_dir: str,
+                libraries: Sequence[str]) -> list[tuple[str, int, int]]:
+    """(path, size, mtime) of the linked libraries and of the headers under include_dirs:
+    cheap to read at every start, and any reinstall of them changes it."""
+    files = [f for name in libraries for f in sorted(Path(library_dir).glob(f"lib{name}.so*"))]
+    for directory in include_dirs:
+        files += sorted(p for p in Path(directory).rglob("*.h*") if p.is_file())
+    identities = []
+    for f in files:
+        stat = f.stat()  # follows links: the real file's size and time
+        identities.append((str(f), stat.st_size, stat.st_mtime_ns))
+    return identities
+
+
 def build_and_load(source: Path, include_dirs: Sequence[str], library_dir: str,
                    libraries: Sequence[str]) -> ctypes.CDLL:
     """The loaded library built from `source` (C++17), with jaxlib's FFI headers and
@@ -53,6 +69,7 @@ def build_and_load(source: Path, include_dirs: Sequence[str], library_dir: str,
     digest = hashlib.sha256()
     digest.update(Path(source).read_bytes())
     digest.update(repr((command, jax.__version__, jax.lib.__version__)).encode())
+    digest.update(repr(_identities(include_dirs, library_dir, libraries)).encode())
     target = cache_dir() / f"lib{Path(source).stem}-{digest.hexdigest()[:16]}.so"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,20 @@ def test_builds_once_and_rebuilds_when_the_source_changes(cache, tmp_path):
 
 
 @needs_compiler
+def test_rebuilds_when_a_header_it_includes_changes(cache, tmp_path):
+    """Another release of a library (here, its header) under the same paths builds anew."""
+    include = tmp_path / "include"
+    include.mkdir()
+    (include / "answer.h").write_text("#define ANSWER 42\n")
+    source = tmp_path / "answer.cc"
+    source.write_text('#include "answer.h"\nextern "C" int pisa_answer() { return ANSWER; }\n')
+    assert build_and_load(source, [str(include)], str(tmp_path), []).pisa_answer() == 42
+    (include / "answer.h").write_text("#define ANSWER 7\n")
+    assert build_and_load(source, [str(include)], str(tmp_path), []).pisa_answer() == 7
+    assert len(list(cache.iterdir())) == 2
+
+
+@needs_compiler
 def test_a_failed_compile_is_one_line_and_leaves_nothing(cache, tmp_path):
     source = tmp_path / "broken.cc"
     source.write_text("int broken( {\n")
