@@ -16,11 +16,13 @@ A kernel with kt == 1 (e.g. the 1x1x1 shortcut) is the same 2D convolution in bo
   (`pisa_jax.native.onednn`; needs the `onednn` extra), except "taps" where at least a third of
   the temporal taps would read padding (clips of 1-2 frames in the last stages, where taps skip
   that work and oneDNN does not). The measured table is in `pisa_jax/native/onednn.py`; the
-  whole training step ran 1.19x faster than "auto". Elsewhere (a GPU, bf16) it is "auto".
-  Opt-in for now: "auto" never picks it (see the README's *Measured figures* for why).
+  whole training step ran 1.18-1.31x faster than XLA's forms on an AVX-512 CPU, and no faster on
+  an AVX2 one (README, *Measured figures*). Elsewhere (a GPU, bf16) it is "auto".
 "auto" picks per backend and shape, at trace time (`jax.default_backend()`):
-- CPU: "stacked" for thin inputs (kt * I <= 64: the 3-channel stems, where one conv with 21
-  input channels beats seven with 3) and where at most 1/8 of the stacked frames would be
+- CPU, float32, a forward pass of at least ONEDNN_AUTO_MIN_FLOPS, where oneDNN is installed and
+  runs AVX-512 kernels (`onednn.preferred()`): what "onednn" picks.
+- CPU otherwise: "stacked" for thin inputs (kt * I <= 64: the 3-channel stems, where one conv
+  with 21 input channels beats seven with 3) and where at most 1/8 of the stacked frames would be
   temporal padding (T >= 8 for a 3x3x3 conv); "taps" otherwise (the short clips of the later
   stages, where taps skip a sixth to two thirds of the work).
 - anything else (GPU, TPU): "native". cuDNN has real 3D kernels and nothing was measured on
@@ -69,6 +71,12 @@ STACKED_MAX_PADDING_SHARE = 0.125
 # "onednn" keeps "taps" where they skip at least this share of temporal padding (the last
 # stages' 1-2 frame clips, where oneDNN computes the padding and loses).
 ONEDNN_MAX_PADDING_SHARE = 1 / 3
+# "auto" on CPU sends a float32 convolution to oneDNN where `onednn.preferred()` (available, and
+# AVX-512 kernels on this CPU) and its forward pass takes at least this many FLOPs. Below, the
+# fixed cost of a oneDNN call (~80 us measured: a 0.2 MFLOP conv forward 130 us vs XLA's 50)
+# outweighs a ~1.3x faster kernel: the tiny test models ran 14 ms per step in oneDNN, 8 in XLA.
+# Every convolution of the paper's R18 + R18 at full width is far above it.
+ONEDNN_AUTO_MIN_FLOPS = 100e6
 
 
 def check_lowering(lowering: str) -> None:
@@ -79,15 +87,21 @@ def check_lowering(lowering: str) -> None:
 
 def resolve_lowering(lowering: str, x_shape: Sequence[int], kernel_shape: Sequence[int],
                      strides: Sequence[int], padding: Sequence[int],
-                     backend: str | None = None, dtype: Any = jnp.float32) -> str:
+                     backend: str | None = None, dtype: Any = jnp.float32,
+                     onednn_preferred: bool | None = None) -> str:
     """The concrete form ("native", "taps", "stacked" or "onednn") for x [N, *spatial, I] and a
     kernel [*k, I, O] (2 or 3 spatial dims; 2D ones are "native" or "onednn").
 
-    "auto" decides by backend (default: JAX's default backend) and shape; "onednn" by shape on
-    the CPU in float32 (where oneDNN does not apply, it is "auto").
+    "auto" decides by backend (default: JAX's default backend), shape and, for large float32
+    CPU convolutions, `onednn_preferred` (default: `onednn.preferred()`, asked only there);
+    "onednn" by shape on the CPU in float32 (where oneDNN does not apply, it is "auto").
     """
     check_lowering(lowering)
     on_cpu = (backend or jax.default_backend()) == "cpu"
+    if (lowering == "auto" and on_cpu and jnp.dtype(dtype) == jnp.float32
+            and forward_flops(x_shape, kernel_shape, strides, padding) >= ONEDNN_AUTO_MIN_FLOPS
+            and (onednn.preferred() if onednn_preferred is None else onednn_preferred)):
+        lowering = "onednn"
     if lowering == "onednn" and not (on_cpu and jnp.dtype(dtype) == jnp.float32):
         lowering = "auto"
     if lowering not in ("auto", "onednn"):
@@ -106,6 +120,21 @@ def resolve_lowering(lowering: str, x_shape: Sequence[int], kernel_shape: Sequen
     if kt * in_features <= STACKED_MAX_CHANNELS:
         return "stacked"
     return "stacked" if padding_share <= STACKED_MAX_PADDING_SHARE else "taps"
+
+
+def forward_flops(x_shape: Sequence[int], kernel_shape: Sequence[int], strides: Sequence[int],
+                  padding: Sequence[int]) -> float:
+    """2 x multiply-adds of the convolution's forward pass (padding included, as oneDNN
+    computes it)."""
+    spatial = [_frames_per_output(x_shape[1 + i], kernel_shape[i], strides[i], padding[i])
+               for i in range(len(kernel_shape) - 2)]
+    per_position = 2.0  # per output position, all O channels: 2 * prod([*k, I, O])
+    for size in kernel_shape:
+        per_position *= size
+    positions = float(x_shape[0])
+    for size in spatial:
+        positions *= max(size, 0)
+    return positions * per_position
 
 
 def convolve(x: jnp.ndarray, kernel: jnp.ndarray, strides: Sequence[int], padding: Sequence[int],

@@ -32,10 +32,12 @@ ms, medians of 5 interleaved repeats), `python benchmarks/conv_lowering.py --cli
     c3d_conv2            1723.9    1658.1    1468.4    1316.2
     c3d_conv5a             80.7     138.8      88.2      92.3
 oneDNN computes the temporal padding that "taps" skips, so at clips of 1-2 frames (r3d_l4,
-c3d_conv5a) taps stay faster; `models.lowering`'s "onednn" keeps them there.
+c3d_conv5a) taps stay faster; `models.lowering`'s "onednn" keeps them there. Its "auto" sends
+the float32 convolutions of 100 MFLOP or more here where `preferred()` (AVX-512 kernels).
 """
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
 import sys
@@ -60,28 +62,42 @@ def onednn_root() -> Path:
 
 
 @functools.lru_cache(maxsize=None)
-def _load() -> str | None:
-    """Builds, loads and registers the handlers once per process; the reason they cannot be
-    used, or None when they are ready."""
+def _loaded() -> tuple[ctypes.CDLL | None, str | None]:
+    """Builds, loads and registers the handlers once per process: (the library, None) when
+    they are ready, else (None, the reason they cannot be used)."""
     if os.environ.get("PISA_JAX_ONEDNN", "").lower() == "off":
-        return "turned off by PISA_JAX_ONEDNN=off"
+        return None, "turned off by PISA_JAX_ONEDNN=off"
     root = onednn_root()
     header = root / "include" / "oneapi" / "dnnl" / "dnnl.hpp"
     if not header.exists() or not any((root / "lib").glob("libdnnl.so*")):
-        return f"oneDNN not found under {root} ({INSTALL_HINT}, or set PISA_JAX_ONEDNN_ROOT)"
+        return None, f"oneDNN not found under {root} ({INSTALL_HINT}, or set PISA_JAX_ONEDNN_ROOT)"
     try:
         library = build_and_load(SOURCE, [str(root / "include")], str(root / "lib"), ["dnnl"])
     except NativeBuildError as e:
-        return str(e)
+        return None, str(e)
     major = library.PisaOnednnMajorVersion()
     if major != 3:
-        return f"oneDNN {major}.x under {root}: this code is written for oneDNN 3.x"
+        return None, f"oneDNN {major}.x under {root}: this code is written for oneDNN 3.x"
     for name in TARGETS.values():
-        if name not in _registered:  # once per process, even if _load runs again
+        if name not in _registered:  # once per process, even if _loaded runs again
             jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(library, name)),
                                         platform="cpu")
             _registered.add(name)
-    return None
+    return library, None
+
+
+def _load() -> str | None:
+    return _loaded()[1]
+
+
+def preferred() -> bool:
+    """Whether "auto" sends large float32 CPU convolutions here: oneDNN is available and runs
+    its AVX-512 kernels on this CPU. On an AVX2-only CPU (2-core AMD EPYC, Zen 3) they were no
+    faster than XLA's (the whole training step 1264 vs 1289 ms at the paper's shapes, and 3x
+    slower one convolution at a time, where its weight gradients take a GEMM path), so there
+    XLA keeps them."""
+    library, _ = _loaded()
+    return library is not None and bool(library.PisaOnednnHasAvx512())
 
 
 def unavailable_reason() -> str | None:

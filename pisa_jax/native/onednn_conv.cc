@@ -205,3 +205,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(PisaOnednnConvWeightGradient, WeightGradient, PISA
 XLA_FFI_DEFINE_HANDLER_SYMBOL(PisaOnednnConvInputGradient, InputGradient, PISA_BIND);
 
 extern "C" int PisaOnednnMajorVersion() { return dnnl_version()->major; }
+
+// 1 where oneDNN runs its AVX-512 kernels on this CPU (the ISA masks are cumulative).
+extern "C" int PisaOnednnHasAvx512() {
+  return (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core;
+}

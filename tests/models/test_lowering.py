@@ -9,7 +9,8 @@ from conv_cases import CONVS_3D
 
 from pisa_jax.models import ResNet3D, SkillModel
 from pisa_jax.models.layers import ResidualBlock, torch_conv
-from pisa_jax.models.lowering import CONV_LOWERINGS, convolve, resolve_lowering
+from pisa_jax.models.lowering import (CONV_LOWERINGS, ONEDNN_AUTO_MIN_FLOPS, convolve,
+                                     forward_flops, resolve_lowering)
 from pisa_jax.native import onednn
 
 TOLERANCE = 1e-4  # on max |logit diff|, relative to max(1, max |logit|)
@@ -188,8 +189,9 @@ def test_bias_is_added():
 
 
 def test_auto_picks_per_backend_and_shape():
-    def auto(t, kernel, stride, pad, backend="cpu"):
-        return resolve_lowering("auto", (4, t, 56, 56, kernel[3]), kernel, stride, pad, backend)
+    def auto(t, kernel, stride, pad, backend="cpu"):  # XLA's forms: oneDNN not preferred
+        return resolve_lowering("auto", (4, t, 56, 56, kernel[3]), kernel, stride, pad, backend,
+                                onednn_preferred=False)
     assert auto(16, (7, 7, 7, 3, 64), (1, 2, 2), (3, 3, 3)) == "stacked"  # thin stems
     assert auto(16, (3, 7, 7, 3, 64), (1, 2, 2), (1, 3, 3)) == "stacked"
     assert auto(8, (3, 3, 3, 64, 64), (1, 1, 1), (1, 1, 1)) == "stacked"  # 1/12 padding
@@ -214,14 +216,32 @@ def test_onednn_keeps_taps_where_they_skip_padding():
     assert pick(2, (3, 3, 3, 256, 512), (2, 2, 2), (1, 1, 1)) == "taps"
     assert pick(1, (3, 3, 3, 512, 512), (1, 1, 1), (1, 1, 1)) == "taps"  # 2/3 padding
     assert pick(None, (7, 7, 1, 64), (2, 2), (3, 3)) == "onednn"  # 2D: the aural net
-    # "auto" never picks oneDNN; 2D convolutions are native for every other lowering
-    assert pick(16, (7, 7, 7, 3, 64), (1, 2, 2), (3, 3, 3), lowering="auto") == "stacked"
-    assert pick(None, (7, 7, 1, 64), (2, 2), (3, 3), lowering="auto") == "native"
+    # 2D convolutions are native for every other lowering
     assert pick(None, (7, 7, 1, 64), (2, 2), (3, 3), lowering="stacked") == "native"
     # oneDNN's handlers here are float32 and CPU only: elsewhere "onednn" means "auto"
     assert pick(16, (7, 7, 7, 3, 64), (1, 2, 2), (3, 3, 3), dtype=jnp.bfloat16) == "stacked"
     assert pick(16, (7, 7, 7, 3, 64), (1, 2, 2), (3, 3, 3), "gpu") == "native"
     assert pick(None, (7, 7, 1, 64), (2, 2), (3, 3), "gpu") == "native"
+
+
+def test_auto_sends_large_float32_cpu_convolutions_to_onednn_where_preferred():
+    def auto(x_shape, kernel, stride, pad, preferred=True, backend="cpu", dtype=jnp.float32):
+        return resolve_lowering("auto", x_shape, kernel, stride, pad, backend, dtype,
+                                onednn_preferred=preferred)
+    stem = ((2, 16, 112, 112, 3), (7, 7, 7, 3, 64), (1, 2, 2), (3, 3, 3))
+    assert forward_flops(*stem) == 2 * 2 * 16 * 56 * 56 * 7 * 7 * 7 * 3 * 64
+    assert auto(*stem) == "onednn"
+    assert auto(*stem, preferred=False) == "stacked"
+    assert auto(*stem, dtype=jnp.bfloat16) == "stacked"
+    assert auto(*stem, backend="gpu") == "native"
+    # the paper's last stage: oneDNN's own rule keeps taps at 2 frames
+    assert auto((2, 2, 7, 7, 512), (3, 3, 3, 512, 512), (1, 1, 1), (1, 1, 1)) == "taps"
+    # the aural net's 2D convolutions at 224x224
+    assert auto((2, 224, 224, 1), (7, 7, 1, 64), (2, 2), (3, 3)) == "onednn"
+    # below ONEDNN_AUTO_MIN_FLOPS (the test models' sizes) a call costs more than it saves
+    small = ((1, 8, 32, 32, 4), (3, 3, 3, 4, 4), (1, 1, 1), (1, 1, 1))
+    assert forward_flops(*small) < ONEDNN_AUTO_MIN_FLOPS and auto(*small) == "stacked"
+    assert auto((2, 32, 32, 1), (7, 7, 1, 4), (2, 2), (3, 3)) == "native"
 
 
 def test_rejects_unknown_lowering():
