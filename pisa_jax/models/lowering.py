@@ -72,10 +72,11 @@ STACKED_MAX_PADDING_SHARE = 0.125
 # stages' 1-2 frame clips, where oneDNN computes the padding and loses).
 ONEDNN_MAX_PADDING_SHARE = 1 / 3
 # "auto" on CPU sends a float32 convolution to oneDNN where `onednn.preferred()` (available, and
-# AVX-512 kernels on this CPU) and its forward pass takes at least this many FLOPs. Below, the
-# fixed cost of a oneDNN call (~80 us measured: a 0.2 MFLOP conv forward 130 us vs XLA's 50)
-# outweighs a ~1.3x faster kernel: the tiny test models ran 14 ms per step in oneDNN, 8 in XLA.
-# Every convolution of the paper's R18 + R18 at full width is far above it.
+# AVX-512 kernels on this CPU) and its forward pass takes at least this many FLOPs: the tiny test
+# models, all of whose convolutions are far below, ran 14 ms per step in oneDNN and 8 in XLA
+# (the calls' fixed cost), while at the paper's shapes, where all but the last stages' 1x1
+# shortcuts (26-51 MFLOP) are far above, oneDNN won 1.18-1.31x. The crossover in between is not
+# measured.
 ONEDNN_AUTO_MIN_FLOPS = 100e6
 
 

@@ -92,10 +92,9 @@ def _load() -> str | None:
 
 def preferred() -> bool:
     """Whether "auto" sends large float32 CPU convolutions here: oneDNN is available and runs
-    its AVX-512 kernels on this CPU. On an AVX2-only CPU (2-core AMD EPYC, Zen 3) they were no
-    faster than XLA's (the whole training step 1264 vs 1289 ms at the paper's shapes, and 3x
-    slower one convolution at a time, where its weight gradients take a GEMM path), so there
-    XLA keeps them."""
+    its AVX-512 kernels on this CPU. On an AVX2-only CPU (2-core AMD EPYC, Zen 3) the whole
+    training step was no faster with them (0.99x and 1.04x XLA's time at the paper's two
+    benchmark shapes; its weight gradients take a GEMM path there), so there XLA keeps them."""
     library, _ = _loaded()
     return library is not None and bool(library.PisaOnednnHasAvx512())
 
