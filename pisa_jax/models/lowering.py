@@ -99,11 +99,12 @@ def resolve_lowering(lowering: str, x_shape: Sequence[int], kernel_shape: Sequen
     """
     check_lowering(lowering)
     on_cpu = (backend or jax.default_backend()) == "cpu"
-    if (lowering == "auto" and on_cpu and jnp.dtype(dtype) == jnp.float32
+    onednn_applies = on_cpu and jnp.dtype(dtype) == jnp.float32  # its handlers: CPU, float32
+    if (lowering == "auto" and onednn_applies
             and forward_flops(x_shape, kernel_shape, strides, padding) >= ONEDNN_AUTO_MIN_FLOPS
             and (onednn.preferred() if onednn_preferred is None else onednn_preferred)):
         lowering = "onednn"
-    if lowering == "onednn" and not (on_cpu and jnp.dtype(dtype) == jnp.float32):
+    if lowering == "onednn" and not onednn_applies:
         lowering = "auto"
     if lowering not in ("auto", "onednn"):
         return lowering if len(kernel_shape) == 5 else "native"

@@ -3,7 +3,7 @@
 The library lands in a cache directory (`$PISA_JAX_NATIVE_CACHE`, else
 `$XDG_CACHE_HOME/pisa_jax/native` or `~/.cache/pisa_jax/native`) under a name that hashes
 everything it depends on (the source, the compile command, the jaxlib version, and the size and
-modification time of each library it links and of each header directory's files), so a changed
+modification time of each library it links and of the headers the caller names), so a changed
 source, a new jaxlib or another oneDNN release builds a new one and an old one is never loaded
 by mistake. It is
 compiled to a temporary name and renamed into place, so a killed build leaves no half library
@@ -40,13 +40,13 @@ def compiler() -> str | None:
     return os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
 
 
-def _identities(include_dirs: Sequence[str], library_dir: str,
-                libraries: Sequence[str]) -> list[tuple[str, int, int]]:
-    """(path, size, mtime) of the linked libraries and of the headers under include_dirs:
-    cheap to read at every start, and any reinstall of them changes it."""
+def _identities(library_dir: str, libraries: Sequence[str],
+                headers: Sequence[Path]) -> list[tuple[str, int, int]]:
+    """(path, size, mtime) of the linked libraries and of `headers`: cheap to read at every
+    start (only these files, not a whole include tree such as /usr/include), and any reinstall
+    of them changes it."""
     files = [f for name in libraries for f in sorted(Path(library_dir).glob(f"lib{name}.so*"))]
-    for directory in include_dirs:
-        files += sorted(p for p in Path(directory).rglob("*.h*") if p.is_file())
+    files += [Path(h) for h in headers]
     identities = []
     for f in files:
         stat = f.stat()  # follows links: the real file's size and time
@@ -55,10 +55,11 @@ def _identities(include_dirs: Sequence[str], library_dir: str,
 
 
 def build_and_load(source: Path, include_dirs: Sequence[str], library_dir: str,
-                   libraries: Sequence[str]) -> ctypes.CDLL:
+                   libraries: Sequence[str], headers: Sequence[Path] = ()) -> ctypes.CDLL:
     """The loaded library built from `source` (C++17), with jaxlib's FFI headers and
     `include_dirs` on the include path, linked to `libraries` in `library_dir` (found there at
-    run time too, through the library's rpath)."""
+    run time too, through the library's rpath). `headers`: the included files (beyond
+    jaxlib's) whose change must build anew."""
     cxx = compiler()
     if cxx is None:
         raise NativeBuildError("no C++ compiler found (set CXX, or install g++)")
@@ -69,7 +70,7 @@ def build_and_load(source: Path, include_dirs: Sequence[str], library_dir: str,
     digest = hashlib.sha256()
     digest.update(Path(source).read_bytes())
     digest.update(repr((command, jax.__version__, jax.lib.__version__)).encode())
-    digest.update(repr(_identities(include_dirs, library_dir, libraries)).encode())
+    digest.update(repr(_identities(library_dir, libraries, headers)).encode())
     target = cache_dir() / f"lib{Path(source).stem}-{digest.hexdigest()[:16]}.so"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)

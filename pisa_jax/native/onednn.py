@@ -68,11 +68,12 @@ def _loaded() -> tuple[ctypes.CDLL | None, str | None]:
     if os.environ.get("PISA_JAX_ONEDNN", "").lower() == "off":
         return None, "turned off by PISA_JAX_ONEDNN=off"
     root = onednn_root()
-    header = root / "include" / "oneapi" / "dnnl" / "dnnl.hpp"
-    if not header.exists() or not any((root / "lib").glob("libdnnl.so*")):
+    headers = root / "include" / "oneapi" / "dnnl"
+    if not (headers / "dnnl.hpp").exists() or not any((root / "lib").glob("libdnnl.so*")):
         return None, f"oneDNN not found under {root} ({INSTALL_HINT}, or set PISA_JAX_ONEDNN_ROOT)"
     try:
-        library = build_and_load(SOURCE, [str(root / "include")], str(root / "lib"), ["dnnl"])
+        library = build_and_load(SOURCE, [str(root / "include")], str(root / "lib"), ["dnnl"],
+                                 headers=sorted(headers.glob("*.h*")))
     except NativeBuildError as e:
         return None, str(e)
     major = library.PisaOnednnMajorVersion()

@@ -38,9 +38,10 @@ def test_rebuilds_when_a_header_it_includes_changes(cache, tmp_path):
     (include / "answer.h").write_text("#define ANSWER 42\n")
     source = tmp_path / "answer.cc"
     source.write_text('#include "answer.h"\nextern "C" int pisa_answer() { return ANSWER; }\n')
-    assert build_and_load(source, [str(include)], str(tmp_path), []).pisa_answer() == 42
+    header = [include / "answer.h"]
+    assert build_and_load(source, [str(include)], str(tmp_path), [], header).pisa_answer() == 42
     (include / "answer.h").write_text("#define ANSWER 7\n")
-    assert build_and_load(source, [str(include)], str(tmp_path), []).pisa_answer() == 7
+    assert build_and_load(source, [str(include)], str(tmp_path), [], header).pisa_answer() == 7
     assert len(list(cache.iterdir())) == 2
 
 
