@@ -54,6 +54,7 @@ same convolution (the 1x1x1 shortcut: kt = 1), so the gap is the machine's noise
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -78,6 +79,11 @@ ONEDNN_MAX_PADDING_SHARE = 1 / 3
 # shortcuts (26-51 MFLOP) are far above, oneDNN won 1.18-1.31x. The crossover in between is not
 # measured.
 ONEDNN_AUTO_MIN_FLOPS = 100e6
+# ... and a max-pool whose input has at least this many elements: the stems' at the paper's
+# shapes (12.8M elements for 2 samples x 2 clips, 1.6M in the aural net), not the demo's or the
+# tests'. oneDNN's pass over the 3D stem's output (forward + gradient, 2-core AVX-512 CPU) took
+# 8 ms where XLA's selects take ~45 ms of the step.
+ONEDNN_AUTO_MIN_POOL_ELEMENTS = 1_000_000
 
 
 def check_lowering(lowering: str) -> None:
@@ -122,6 +128,30 @@ def resolve_lowering(lowering: str, x_shape: Sequence[int], kernel_shape: Sequen
     if kt * in_features <= STACKED_MAX_CHANNELS:
         return "stacked"
     return "stacked" if padding_share <= STACKED_MAX_PADDING_SHARE else "taps"
+
+
+def resolve_max_pool(lowering: str, x_shape: Sequence[int], window: int, stride: int,
+                     padding: int, backend: str | None = None, dtype: Any = jnp.float32,
+                     onednn_preferred: bool | None = None) -> str:
+    """Who computes a max-pool of x [N, *spatial, C] (2 or 3 spatial dims): "onednn" or "xla".
+
+    oneDNN where the convolutions' `lowering` asks for it ("onednn", or "auto" for inputs of
+    ONEDNN_AUTO_MIN_POOL_ELEMENTS and more where `onednn.preferred()`), on the CPU in float32,
+    and where floor mode drops no input at the end (oneDNN wants padding >= 0 there).
+    """
+    check_lowering(lowering)
+    on_cpu = (backend or jax.default_backend()) == "cpu"
+    if lowering not in ("auto", "onednn") or not on_cpu or jnp.dtype(dtype) != jnp.float32:
+        return "xla"
+    if len(x_shape) not in (4, 5) or any(
+            onednn.max_pool_high_padding(size, window, stride, padding) < 0
+            for size in x_shape[1:-1]):
+        return "xla"
+    if lowering == "auto" and (
+            math.prod(x_shape) < ONEDNN_AUTO_MIN_POOL_ELEMENTS
+            or not (onednn.preferred() if onednn_preferred is None else onednn_preferred)):
+        return "xla"
+    return "onednn"
 
 
 def forward_flops(x_shape: Sequence[int], kernel_shape: Sequence[int], strides: Sequence[int],

@@ -55,7 +55,8 @@ class ResNet3D(nn.Module):
         x = torch_batch_norm(train, dtype=self.dtype, axis_name=self.bn_axis_name, name="bn1")(x)
         x = nn.relu(x)
         if self.stem == "hara":
-            x = torch_max_pool(x, window=3, stride=2, padding=1)  # [N, T/2, H/4, W/4, w]
+            x = torch_max_pool(x, window=3, stride=2, padding=1,  # [N, T/2, H/4, W/4, w]
+                               lowering=self.conv_lowering)
         x = residual_stages(x, self.depth, base_width=self.base_width, train=train,
                             dtype=self.dtype, bn_axis_name=self.bn_axis_name,
                             conv_lowering=self.conv_lowering)

@@ -52,7 +52,9 @@ from pisa_jax.native.build import NativeBuildError, build_and_load
 
 SOURCE = Path(__file__).with_name("onednn_conv.cc")
 TARGETS = {"forward": "PisaOnednnConvForward", "weight_gradient": "PisaOnednnConvWeightGradient",
-           "input_gradient": "PisaOnednnConvInputGradient"}
+           "input_gradient": "PisaOnednnConvInputGradient",
+           "max_pool_forward": "PisaOnednnMaxPoolForward",
+           "max_pool_backward": "PisaOnednnMaxPoolBackward"}
 INSTALL_HINT = "pip install 'pisa-jax[onednn]'"
 _registered: set[str] = set()
 
@@ -76,6 +78,7 @@ def _loaded() -> tuple[ctypes.CDLL | None, str | None]:
                                  headers=sorted(headers.glob("*.h*")))
     except NativeBuildError as e:
         return None, str(e)
+    library.PisaOnednnMaxPoolWorkspaceBytes.restype = ctypes.c_int64
     major = library.PisaOnednnMajorVersion()
     if major != 3:
         return None, f"oneDNN {major}.x under {root}: this code is written for oneDNN 3.x"
@@ -171,3 +174,74 @@ def _conv3d_backward(strides, padding, residuals, dy):
 
 
 _conv3d.defvjp(_conv3d_forward, _conv3d_backward)
+
+
+def max_pool_high_padding(size: int, window: int, stride: int, padding: int) -> int:
+    """The padding past the end that floor mode reads (oneDNN takes it explicitly): at most
+    `padding`, less where the last window stops short; negative where it drops input."""
+    out = (size + 2 * padding - window) // stride + 1
+    return (out - 1) * stride + window - size - padding
+
+
+def max_pool(x: jnp.ndarray, window: int, stride: int, padding: int) -> jnp.ndarray:
+    """`torch.nn.MaxPoolNd(window, stride, padding)` (floor mode, the padding never the maximum)
+    on x [N, *spatial, C] (2 or 3 spatial dims), float32 -> [N, *spatial_out, C]. The gradient
+    goes to the first maximum of each window, as PyTorch's does. Every spatial dim's high padding
+    (`max_pool_high_padding`) must be >= 0."""
+    check_available()
+    if x.dtype != jnp.float32:
+        raise TypeError(f"oneDNN max-pool is float32 only, got {x.dtype}")
+    if x.ndim == 4:  # 2D as depth 1: [N, H, W, C] -> [N, 1, H, W, C]
+        return _max_pool3d(x[:, None], x[:, None].shape, (1, window, window), (1, stride, stride),
+                           (0, padding, padding))[:, 0]
+    if x.ndim != 5:
+        raise ValueError(f"oneDNN max-pool takes 2D or 3D inputs, got shape {x.shape}")
+    return _max_pool3d(x, x.shape, (window,) * 3, (stride,) * 3, (padding,) * 3)
+
+
+def _pool_geometry(shape, window, strides, padding):
+    """(y shape, pad_hi, workspace bytes) for x of `shape` [N, D, H, W, C]."""
+    high = tuple(max_pool_high_padding(shape[1 + i], window[i], strides[i], padding[i])
+                 for i in range(3))
+    if min(high) < 0:
+        raise ValueError(f"max-pool of {shape} (window {window}, strides {strides}, padding "
+                         f"{padding}) drops input at the end: not supported by oneDNN")
+    y_shape = (shape[0],) + tuple((shape[1 + i] + padding[i] + high[i] - window[i]) // strides[i]
+                                  + 1 for i in range(3)) + (shape[-1],)
+    library, _ = _loaded()
+    ints = [(ctypes.c_int64 * len(v))(*v) for v in (shape, y_shape, window, strides, padding, high)]
+    workspace = library.PisaOnednnMaxPoolWorkspaceBytes(*ints)
+    if workspace < 0:
+        raise ValueError(f"oneDNN has no max-pool of {shape} (window {window}, strides {strides})")
+    return y_shape, high, workspace
+
+
+def _pool_attributes(window, strides, padding, high) -> dict[str, np.ndarray]:
+    return {"window": np.asarray(window, np.int64), **_attributes(strides, padding),
+            "pad_hi": np.asarray(high, np.int64)}
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
+def _max_pool3d(x, shape, window, strides, padding):
+    return _max_pool3d_forward(x, shape, window, strides, padding)[0]
+
+
+def _max_pool3d_forward(x, shape, window, strides, padding):
+    y_shape, high, workspace_bytes = _pool_geometry(shape, window, strides, padding)
+    # the workspace: where each window's maximum is (oneDNN's layout), for the backward pass
+    y, workspace = jax.ffi.ffi_call(
+        TARGETS["max_pool_forward"], (jax.ShapeDtypeStruct(y_shape, jnp.float32),
+                                      jax.ShapeDtypeStruct((workspace_bytes,), jnp.uint8)),
+        vmap_method="sequential")(x, **_pool_attributes(window, strides, padding, high))
+    return y, workspace
+
+
+def _max_pool3d_backward(shape, window, strides, padding, workspace, dy):
+    _, high, _ = _pool_geometry(shape, window, strides, padding)
+    dx = jax.ffi.ffi_call(TARGETS["max_pool_backward"], jax.ShapeDtypeStruct(shape, jnp.float32),
+                          vmap_method="sequential")(
+        dy, workspace, **_pool_attributes(window, strides, padding, high))
+    return (dx,)
+
+
+_max_pool3d.defvjp(_max_pool3d_forward, _max_pool3d_backward)

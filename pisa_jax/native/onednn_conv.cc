@@ -1,11 +1,12 @@
 // XLA FFI handlers (CPU) that run a float32 3D convolution with oneDNN: the forward pass, the
-// weight gradient and the input gradient. Built and loaded by pisa_jax/native/onednn.py.
+// weight gradient and the input gradient; and a 3D max-pool with its gradient. Built and loaded
+// by pisa_jax/native/onednn.py.
 //
 // Layouts are the project's: activations [N, D, H, W, C] (oneDNN's ndhwc), kernels
 // [kd, kh, kw, I, O] (oneDNN's dhwio). 2D convolutions come here as D = 1. oneDNN may want the
 // kernel in a blocked layout of its own; it is reordered into (or, for the weight gradient, out
 // of) a per-thread buffer on every call, by a reorder primitive made once with the convolution.
-// Attributes: strides, pad_lo, pad_hi (3 each, D H W).
+// Attributes: strides, pad_lo, pad_hi (3 each, D H W); the max-pool also its window.
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -194,6 +195,73 @@ ffi::Error InputGradient(F32 dy, F32 w, ffi::ResultBuffer<ffi::F32> dx, Ints s, 
              w.typed_data(), dx->typed_data());
 }
 
+
+// Max-pool: the forward pass also writes oneDNN's workspace (where each window's maximum is, in
+// a layout of oneDNN's), which the backward pass reads to route the gradient.
+struct PoolEntry {
+  std::unique_ptr<dnnl::pooling_forward> forward;
+  std::unique_ptr<dnnl::pooling_backward> backward;
+  dnnl::memory::desc x, y, workspace;
+};
+
+std::map<std::string, std::shared_ptr<PoolEntry>> pool_cache;
+
+std::shared_ptr<PoolEntry> Pool(const dims& x_dims, const dims& y_dims, const dims& k,
+                                const dims& s, const dims& lo, const dims& hi) {
+  const std::string key = Key(-1, x_dims, y_dims, k, s, lo) + Key(-1, hi, {}, {}, {}, {});
+  std::lock_guard<std::mutex> lock(cache_mutex);
+  auto found = pool_cache.find(key);
+  if (found != pool_cache.end()) return found->second;
+  auto entry = std::make_shared<PoolEntry>();
+  entry->x = dnnl::memory::desc(x_dims, dnnl::memory::data_type::f32, tag::ndhwc);
+  entry->y = dnnl::memory::desc(y_dims, dnnl::memory::data_type::f32, tag::ndhwc);
+  const dims dilation = {0, 0, 0};
+  auto forward = dnnl::pooling_forward::primitive_desc(
+      Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::pooling_max, entry->x,
+      entry->y, s, k, dilation, lo, hi);
+  auto backward = dnnl::pooling_backward::primitive_desc(
+      Engine(), dnnl::algorithm::pooling_max, entry->x, entry->y, s, k, dilation, lo, hi, forward);
+  entry->workspace = forward.workspace_desc();
+  entry->forward = std::make_unique<dnnl::pooling_forward>(forward);
+  entry->backward = std::make_unique<dnnl::pooling_backward>(backward);
+  pool_cache.emplace(key, entry);
+  return entry;
+}
+
+ffi::Error MaxPool(bool backward, const dims& x_dims, const dims& y_dims, Ints k, Ints s, Ints lo,
+                   Ints hi, void* a, void* workspace, void* out) {
+  try {
+    auto entry = Pool(x_dims, y_dims, Vector(k), Vector(s), Vector(lo), Vector(hi));
+    thread_local dnnl::stream stream(Engine());
+    dnnl::memory ws(entry->workspace, Engine(), workspace);
+    if (backward) {
+      dnnl::memory dy(entry->y, Engine(), a), dx(entry->x, Engine(), out);
+      entry->backward->execute(stream, {{DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_WORKSPACE, ws},
+                                        {DNNL_ARG_DIFF_SRC, dx}});
+    } else {
+      dnnl::memory x(entry->x, Engine(), a), y(entry->y, Engine(), out);
+      entry->forward->execute(stream, {{DNNL_ARG_SRC, x}, {DNNL_ARG_DST, y},
+                                       {DNNL_ARG_WORKSPACE, ws}});
+    }
+    stream.wait();
+  } catch (const dnnl::error& e) {
+    return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN max-pool: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error MaxPoolForward(F32 x, ffi::ResultBuffer<ffi::F32> y, ffi::ResultBuffer<ffi::U8> ws,
+                          Ints k, Ints s, Ints lo, Ints hi) {
+  return MaxPool(false, Activation(x.dimensions()), Activation(y->dimensions()), k, s, lo, hi,
+                 x.typed_data(), ws->typed_data(), y->typed_data());
+}
+
+ffi::Error MaxPoolBackward(F32 dy, ffi::Buffer<ffi::U8> ws, ffi::ResultBuffer<ffi::F32> dx,
+                           Ints k, Ints s, Ints lo, Ints hi) {
+  return MaxPool(true, Activation(dx->dimensions()), Activation(dy.dimensions()), k, s, lo, hi,
+                 dy.typed_data(), ws.typed_data(), dx->typed_data());
+}
+
 }  // namespace
 
 #define PISA_BIND                                                                      \
@@ -203,10 +271,34 @@ ffi::Error InputGradient(F32 dy, F32 w, ffi::ResultBuffer<ffi::F32> dx, Ints s, 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(PisaOnednnConvForward, Forward, PISA_BIND);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(PisaOnednnConvWeightGradient, WeightGradient, PISA_BIND);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(PisaOnednnConvInputGradient, InputGradient, PISA_BIND);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(PisaOnednnMaxPoolForward, MaxPoolForward,
+                              ffi::Ffi::Bind().Arg<F32>().Ret<F32>().Ret<ffi::Buffer<ffi::U8>>()
+                                  .Attr<Ints>("window").Attr<Ints>("strides")
+                                  .Attr<Ints>("pad_lo").Attr<Ints>("pad_hi"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(PisaOnednnMaxPoolBackward, MaxPoolBackward,
+                              ffi::Ffi::Bind().Arg<F32>().Arg<ffi::Buffer<ffi::U8>>().Ret<F32>()
+                                  .Attr<Ints>("window").Attr<Ints>("strides")
+                                  .Attr<Ints>("pad_lo").Attr<Ints>("pad_hi"));
 
 extern "C" int PisaOnednnMajorVersion() { return dnnl_version()->major; }
 
 // 1 where oneDNN runs its AVX-512 kernels on this CPU (the ISA masks are cumulative).
 extern "C" int PisaOnednnHasAvx512() {
   return (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core;
+}
+
+// The bytes of the max-pool's workspace for x [N, D, H, W, C] -> y (NDHWC dims, 5 each; window,
+// strides, pads 3 each), or -1 where oneDNN has no such max-pool.
+extern "C" int64_t PisaOnednnMaxPoolWorkspaceBytes(const int64_t* x, const int64_t* y,
+                                                   const int64_t* k, const int64_t* s,
+                                                   const int64_t* lo, const int64_t* hi) {
+  try {
+    auto to = [](const int64_t* d, int n) { return dims(d, d + n); };
+    auto entry = Pool(Activation(ffi::Span<const int64_t>(x, 5)),
+                      Activation(ffi::Span<const int64_t>(y, 5)), to(k, 3), to(s, 3), to(lo, 3),
+                      to(hi, 3));
+    return static_cast<int64_t>(entry->workspace.get_size());
+  } catch (const dnnl::error&) {
+    return -1;
+  }
 }

@@ -9,6 +9,7 @@ from parity_helpers import assert_parity, flax_param_count
 
 from pisa_jax.models import ResNet3D, feature_dim
 from pisa_jax.models.layers import torch_max_pool
+from pisa_jax.native import onednn
 
 SMALL_CLIP = (2, 3, 8, 64, 64)  # [N, C, T, H, W], PyTorch layout
 
@@ -105,19 +106,26 @@ def test_features_without_classifier():
     assert feature_dim(18) == 512 and feature_dim(50) == 2048
 
 
-def test_max_pool_pads_with_minus_infinity():
+MAX_POOL_LOWERINGS = ["native", pytest.param("onednn", marks=pytest.mark.skipif(
+    not onednn.available(), reason=f"onednn: {onednn.unavailable_reason()}"))]
+
+
+@pytest.mark.parametrize("lowering", MAX_POOL_LOWERINGS)
+def test_max_pool_pads_with_minus_infinity(lowering):
     """All-negative input: zero padding would leak 0 into the border windows; PyTorch's doesn't."""
     x = -1.0 - jnp.arange(2 * 5 * 5 * 5, dtype=jnp.float32).reshape(2, 5, 5, 5, 1)
-    y = torch_max_pool(x, window=3, stride=2, padding=1)
+    y = torch_max_pool(x, window=3, stride=2, padding=1, lowering=lowering)
     assert y.shape == (2, 3, 3, 3, 1)
     assert float(y.max()) < 0
     assert float(y[0, 0, 0, 0, 0]) == float(x[0, :2, :2, :2, 0].max())
 
 
+@pytest.mark.parametrize("lowering", MAX_POOL_LOWERINGS)
 @pytest.mark.parametrize("spatial", [2, 3])
-def test_max_pool_matches_pytorch_with_ties(torch_reference, spatial):
+def test_max_pool_matches_pytorch_with_ties(torch_reference, spatial, lowering):
     """Values and gradients equal torch.nn.functional.max_poolNd's on input full of ties (small
-    integers): the gradient goes to the first maximum of each window, as in PyTorch."""
+    integers): the gradient goes to the first maximum of each window, as in PyTorch (XLA's form
+    and oneDNN's)."""
     import torch
     shape = (2, 3) + (5, 9, 9)[-spatial:]  # [N, C, *spatial], PyTorch layout
     x = np.random.default_rng(0).integers(0, 3, shape).astype(np.float32)
@@ -129,7 +137,7 @@ def test_max_pool_matches_pytorch_with_ties(torch_reference, spatial):
     want.backward(torch.from_numpy(cotangent))
 
     def ours(x):  # channels-first in and out, like the reference
-        return jnp.moveaxis(torch_max_pool(jnp.moveaxis(x, 1, -1), 3, 2, 1), -1, 1)
+        return jnp.moveaxis(torch_max_pool(jnp.moveaxis(x, 1, -1), 3, 2, 1, lowering), -1, 1)
     got, vjp = jax.vjp(ours, x)
     np.testing.assert_array_equal(np.asarray(got), want.detach().numpy())
     np.testing.assert_allclose(np.asarray(vjp(cotangent)[0]), xt.grad.numpy(), atol=1e-6)
