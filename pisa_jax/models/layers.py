@@ -106,11 +106,11 @@ def torch_max_pool(x: jnp.ndarray, window: int, stride: int, padding: int,
     x: [N, *spatial, C]; the same window/stride/padding on every spatial dim; floor mode.
     `lowering` is the network's convolution lowering: where `resolve_max_pool` picks oneDNN
     (the paper's stems on an AVX-512 CPU under "auto"), oneDNN computes it, 5x faster there
-    than the form below. Otherwise it is computed one spatial axis at a time from strided slices. The window max is the max of
-    per-axis maxima, and keeping the earlier slice on ties sends the gradient to the first
-    maximum in row-major window order, as PyTorch and `lax.reduce_window` do. Its gradient is
-    elementwise selects, where reduce_window's carries an index array per spatial dim: 2-3x
-    faster forward + backward on CPU at the stems' shapes.
+    than the form below. Otherwise it is computed one spatial axis at a time from strided
+    slices. The window max is the max of per-axis maxima, and keeping the earlier slice on ties
+    sends the gradient to the first maximum in row-major window order, as PyTorch and
+    `lax.reduce_window` do. Its gradient is elementwise selects, where reduce_window's carries
+    an index array per spatial dim: 2-3x faster forward + backward on CPU at the stems' shapes.
     """
     if resolve_max_pool(lowering, x.shape, window, stride, padding, dtype=x.dtype) == "onednn":
         return onednn.max_pool(x, window, stride, padding)

@@ -192,20 +192,27 @@ def max_pool(x: jnp.ndarray, window: int, stride: int, padding: int) -> jnp.ndar
     if x.dtype != jnp.float32:
         raise TypeError(f"oneDNN max-pool is float32 only, got {x.dtype}")
     if x.ndim == 4:  # 2D as depth 1: [N, H, W, C] -> [N, 1, H, W, C]
-        return _max_pool3d(x[:, None], x[:, None].shape, (1, window, window), (1, stride, stride),
+        x3 = x[:, None]
+        return _max_pool3d(x3, x3.shape, (1, window, window), (1, stride, stride),
                            (0, padding, padding))[:, 0]
     if x.ndim != 5:
         raise ValueError(f"oneDNN max-pool takes 2D or 3D inputs, got shape {x.shape}")
     return _max_pool3d(x, x.shape, (window,) * 3, (stride,) * 3, (padding,) * 3)
 
 
-def _pool_geometry(shape, window, strides, padding):
-    """(y shape, pad_hi, workspace bytes) for x of `shape` [N, D, H, W, C]."""
+def _high_padding(shape, window, strides, padding) -> tuple[int, ...]:
+    """pad_hi per spatial dim for x of `shape` [N, D, H, W, C]; refuses a pool that drops input."""
     high = tuple(max_pool_high_padding(shape[1 + i], window[i], strides[i], padding[i])
                  for i in range(3))
     if min(high) < 0:
         raise ValueError(f"max-pool of {shape} (window {window}, strides {strides}, padding "
                          f"{padding}) drops input at the end: not supported by oneDNN")
+    return high
+
+
+def _pool_geometry(shape, window, strides, padding):
+    """(y shape, pad_hi, workspace bytes) for x of `shape` [N, D, H, W, C]."""
+    high = _high_padding(shape, window, strides, padding)
     y_shape = (shape[0],) + tuple((shape[1 + i] + padding[i] + high[i] - window[i]) // strides[i]
                                   + 1 for i in range(3)) + (shape[-1],)
     library, _ = _loaded()
@@ -237,7 +244,7 @@ def _max_pool3d_forward(x, shape, window, strides, padding):
 
 
 def _max_pool3d_backward(shape, window, strides, padding, workspace, dy):
-    _, high, _ = _pool_geometry(shape, window, strides, padding)
+    high = _high_padding(shape, window, strides, padding)
     dx = jax.ffi.ffi_call(TARGETS["max_pool_backward"], jax.ShapeDtypeStruct(shape, jnp.float32),
                           vmap_method="sequential")(
         dy, workspace, **_pool_attributes(window, strides, padding, high))

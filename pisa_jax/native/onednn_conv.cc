@@ -8,6 +8,7 @@
 // of) a per-thread buffer on every call, by a reorder primitive made once with the convolution.
 // Attributes: strides, pad_lo, pad_hi (3 each, D H W); the max-pool also its window.
 #include <cstdint>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -46,10 +47,10 @@ struct Entry {
 std::mutex cache_mutex;
 std::map<std::string, std::shared_ptr<Entry>> cache;
 
-std::string Key(int kind, const dims& x, const dims& w, const dims& s, const dims& lo,
-                const dims& hi) {
+// A primitive's cache key: its kind (< 0 for a max-pool) and every dims list it is made from.
+std::string Key(int kind, std::initializer_list<const dims*> parts) {
   std::string key = std::to_string(kind);
-  for (const dims* d : {&x, &w, &s, &lo, &hi}) {
+  for (const dims* d : parts) {
     key += '|';
     for (auto v : *d) key += std::to_string(v) + ',';
   }
@@ -114,7 +115,7 @@ ffi::Error Run(int kind, const dims& x_dims, const dims& w_dims, const dims& y_d
     dnnl::memory::desc y(y_dims, dnnl::memory::data_type::f32, tag::ndhwc);
     dnnl::memory::desc w_user(w_dims, dnnl::memory::data_type::f32, tag::dhwio);
     dnnl::memory::desc w_any(w_dims, dnnl::memory::data_type::f32, tag::any);
-    const std::string key = Key(kind, x_dims, w_dims, s, lo, hi);
+    const std::string key = Key(kind, {&x_dims, &w_dims, &s, &lo, &hi});
     std::shared_ptr<Entry> entry;
     {
       std::lock_guard<std::mutex> lock(cache_mutex);
@@ -208,7 +209,7 @@ std::map<std::string, std::shared_ptr<PoolEntry>> pool_cache;
 
 std::shared_ptr<PoolEntry> Pool(const dims& x_dims, const dims& y_dims, const dims& k,
                                 const dims& s, const dims& lo, const dims& hi) {
-  const std::string key = Key(-1, x_dims, y_dims, k, s, lo) + Key(-1, hi, {}, {}, {}, {});
+  const std::string key = Key(-1, {&x_dims, &y_dims, &k, &s, &lo, &hi});
   std::lock_guard<std::mutex> lock(cache_mutex);
   auto found = pool_cache.find(key);
   if (found != pool_cache.end()) return found->second;
