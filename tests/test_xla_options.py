@@ -21,7 +21,8 @@ def _conv2d_hlo(compiler_options):
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="CPU compiler options")
 def test_cpu_options_turn_ynn_off():
     options = xla_options.cpu_compiler_options()
-    assert options == {"xla_cpu_experimental_ynn_fusion_type": ""}
+    assert options == {"xla_cpu_experimental_ynn_fusion_type": "",
+                       "xla_cpu_copy_insertion_use_region_analysis": True}
     assert "ynn_fusion" not in _conv2d_hlo(options)
     if "ynn_fusion" not in _conv2d_hlo({}):
         pytest.skip("this jaxlib does not send 2D convolutions to YNNPACK by default")
@@ -42,15 +43,18 @@ def test_env_flags_appended_without_clobbering(monkeypatch):
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     assert xla_options.add_cpu_flags_to_env(env)
     assert env["XLA_FLAGS"] == ("--xla_force_host_platform_device_count=4 "
-                                "--xla_cpu_experimental_ynn_fusion_type=")
+                                "--xla_cpu_experimental_ynn_fusion_type= "
+                                "--xla_cpu_copy_insertion_use_region_analysis=true")
     assert xla_options.add_cpu_flags_to_env(env)  # idempotent
     assert env["XLA_FLAGS"].count("ynn") == 1
     own = {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=individual_dot"}
     assert xla_options.add_cpu_flags_to_env(own)
-    assert own["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type=individual_dot"
+    assert own["XLA_FLAGS"] == ("--xla_cpu_experimental_ynn_fusion_type=individual_dot "
+                                "--xla_cpu_copy_insertion_use_region_analysis=true")
     empty = {}
     assert xla_options.add_cpu_flags_to_env(empty)
-    assert empty["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type="
+    assert empty["XLA_FLAGS"] == ("--xla_cpu_experimental_ynn_fusion_type= "
+                                  "--xla_cpu_copy_insertion_use_region_analysis=true")
 
 
 def test_env_flags_left_alone_when_unsafe(monkeypatch):
@@ -61,3 +65,4 @@ def test_env_flags_left_alone_when_unsafe(monkeypatch):
     monkeypatch.setattr(xla_options, "_jaxlib_version", lambda: (0, 99))  # untested jaxlib
     assert not xla_options.add_cpu_flags_to_env(env)
     assert env == {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+

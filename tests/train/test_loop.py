@@ -89,8 +89,7 @@ def _template(config, dataset):
 def test_data_on_device_run_stopped_mid_epoch_resumes_and_ends_like_the_host_run(
         smoke_run, tmp_path):
     """The splits in device memory (data_on_device=on, also on a CPU): stopped by SIGTERM in
-    epoch 2 and resumed, the run ends where the host-batch run ends (the same batches; float
-    differences of fusion only: a wrong batch would move parameters by ~lr)."""
+    epoch 2 and resumed, the run ends where the host-batch run ends (the same batches)."""
     import os
     import signal
 
@@ -112,6 +111,16 @@ def test_data_on_device_run_stopped_mid_epoch_resumes_and_ends_like_the_host_run
     _, ours = load_trained(tmp_path, "latest")
     _, theirs = load_trained(reference_dir, "latest")
     assert int(ours.step) == int(theirs.step) == 10
-    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5),
-                           ours.params, theirs.params)
+    # The two programs round differently (the normalisation fuses differently; buffer placement
+    # moves reductions by an ulp), and 10 Adam steps (update ~ lr * sign(gradient)) magnify that
+    # for near-zero gradients: up to ~lr on under 1 % of the parameters. Two samples swapped
+    # between batches moved 35 % of them by more than lr / 10.
+    assert _fraction_moved(ours.params, theirs.params, by=config.learning_rate / 10) < 0.05
     assert results["num_samples"] == reference["num_samples"]
+
+
+def _fraction_moved(params, reference, *, by: float) -> float:
+    """The fraction of all parameter values that differ from the reference's by more than `by`."""
+    moved = [np.abs(np.asarray(a) - np.asarray(b)) > by for a, b in
+             zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(reference))]
+    return sum(m.sum() for m in moved) / sum(m.size for m in moved)
