@@ -55,15 +55,16 @@ def _identities(library_dir: str, libraries: Sequence[str],
 
 
 def build_and_load(source: Path, include_dirs: Sequence[str], library_dir: str,
-                   libraries: Sequence[str], headers: Sequence[Path] = ()) -> ctypes.CDLL:
+                   libraries: Sequence[str], headers: Sequence[Path] = (),
+                   flags: Sequence[str] = ()) -> ctypes.CDLL:
     """The loaded library built from `source` (C++17), with jaxlib's FFI headers and
     `include_dirs` on the include path, linked to `libraries` in `library_dir` (found there at
     run time too, through the library's rpath). `headers`: the included files (beyond
-    jaxlib's) whose change must build anew."""
+    jaxlib's) whose change must build anew. `flags`: more compiler options, after `-O2`."""
     cxx = compiler()
     if cxx is None:
         raise NativeBuildError("no C++ compiler found (set CXX, or install g++)")
-    command = [cxx, "-O2", "-std=c++17", "-shared", "-fPIC", "-w",
+    command = [cxx, "-O2", *flags, "-std=c++17", "-shared", "-fPIC", "-w",
                f"-I{jax.ffi.include_dir()}", *(f"-I{d}" for d in include_dirs),
                str(source), f"-L{library_dir}", *(f"-l{name}" for name in libraries),
                f"-Wl,-rpath,{library_dir}"]

@@ -26,6 +26,7 @@ import optax
 
 from pisa_jax.files import atomic_write
 from pisa_jax.train.config import TrainConfig, TrainConfigError
+from pisa_jax.train.optimizer import coupled_adam
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}   # keys: config.PRECISIONS
 ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8                  # torch.optim.Adam's defaults
@@ -144,15 +145,15 @@ def learning_rate_schedule(config: TrainConfig, total_steps: int = 1) -> optax.S
 
 def make_optimizer(config: TrainConfig, total_steps: int = 1) -> optax.GradientTransformation:
     """The optimiser state's structure does not depend on total_steps, so a checkpoint
-    restores whatever it is."""
+    restores whatever it is. Apply it with `optimizer.apply_optimizer` (one pass per parameter
+    for the paper's Adam on a CPU)."""
     lr = learning_rate_schedule(config, total_steps)
     if config.optimizer == "adamw":  # torch.optim.AdamW: p <- p - lr * (adam(g) + wd * p)
         return optax.adamw(lr, b1=ADAM_B1, b2=ADAM_B2, eps=ADAM_EPS,
                            weight_decay=config.weight_decay)
-    return optax.chain(
-        optax.add_decayed_weights(config.weight_decay),       # g <- g + wd * p   (coupled L2)
-        optax.scale_by_adam(b1=ADAM_B1, b2=ADAM_B2, eps=ADAM_EPS),
-        optax.scale_by_learning_rate(lr))                     # * -lr(step)
+    # g <- g + wd * p (coupled L2), Adam, * -lr(step)
+    return coupled_adam(lr, b1=ADAM_B1, b2=ADAM_B2, eps=ADAM_EPS,
+                        weight_decay=config.weight_decay)
 
 
 def create_train_state(variables: dict[str, Any], tx: optax.GradientTransformation,

@@ -7,6 +7,7 @@ import optax
 import pytest
 
 from pisa_jax.train.config import preset
+from pisa_jax.train.optimizer import apply_optimizer
 from pisa_jax.train.state import InputSpec, create_run, make_optimizer
 
 
@@ -26,9 +27,8 @@ def _jax_run(name, lr, wd, steps):
     tx = make_optimizer(preset("paper", optimizer=name, learning_rate=lr, weight_decay=wd))
     params = jax.tree_util.tree_map(jnp.asarray, params)
     state = tx.init(params)
-    for _ in range(steps):
-        updates, state = tx.update(jax.grad(loss)(params), state, params)
-        params = optax.apply_updates(params, updates)
+    for _ in range(steps):  # as the train step applies it (one pass per parameter on a CPU)
+        params, state = apply_optimizer(tx, jax.grad(loss)(params), state, params)
     return params
 
 
