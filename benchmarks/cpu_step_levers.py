@@ -8,7 +8,9 @@ is `lowering:options[:reduce_window_pool]`:
   pisa_jax.xla_options.cpu_compiler_options());
 - reduce_window_pool: the max-pool as `lax.reduce_window` (the formulation before the strided
   slices), for the before/after figure;
-- flax_batch_norm: `flax.linen.BatchNorm` instead of the project's (pisa_jax.models.batch_norm).
+- flax_batch_norm: `flax.linen.BatchNorm` instead of the project's (pisa_jax.models.batch_norm);
+- optax_adam: optax's chain applied as XLA compiles it, instead of the project's one-pass Adam
+  (pisa_jax.train.optimizer; "project" options without it measure the one-pass step's gain).
 PyTorch runs with OMP_WAIT_POLICY=PASSIVE: with OpenMP's default spin-waiting, its idle threads
 and XLA's took turns starving each other and both steps ran 2-4x slower than alone. Its column
 is a reference only: in one process with JAX, PyTorch eager measured up to 15 % faster than
@@ -34,6 +36,7 @@ import optax  # noqa: E402
 from jax import lax  # noqa: E402
 
 from pisa_jax.models import SkillModel, layers, resnet2d, resnet3d  # noqa: E402
+from pisa_jax.train.optimizer import apply_optimizer, coupled_adam  # noqa: E402
 from pisa_jax.xla_options import cpu_compiler_options  # noqa: E402
 
 YNN_OFF = {"xla_cpu_experimental_ynn_fusion_type": ""}
@@ -109,7 +112,11 @@ def jax_step(variant, video, spectrogram, labels):
         module.torch_batch_norm = (flax_batch_norm if "flax_batch_norm" in extra
                                    else project_batch_norm)
     model = SkillModel(visual_depth=18, aural_depth=18, conv_lowering=lowering)
-    tx = optax.chain(optax.add_decayed_weights(0.1), optax.scale_by_adam(), optax.scale(-1e-4))
+    tx = coupled_adam(optax.constant_schedule(1e-4), b1=0.9, b2=0.999, eps=1e-8,
+                      weight_decay=0.1)
+    if "optax_adam" in extra:
+        tx = optax.chain(optax.add_decayed_weights(0.1), optax.scale_by_adam(),
+                         optax.scale_by_learning_rate(optax.constant_schedule(1e-4)))
     variables = random_variables(model, video, spectrogram)
     state = (variables["params"], variables["batch_stats"], tx.init(variables["params"]))
 
@@ -124,8 +131,8 @@ def jax_step(variant, video, spectrogram, labels):
                        for logits in out["logits"].values())
             return loss, updated["batch_stats"]
         (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), stats, opt_state), loss
+        params, opt_state = apply_optimizer(tx, grads, opt_state, params)
+        return (params, stats, opt_state), loss
     options = cpu_compiler_options() if options == "project" else OPTION_SETS[options]
     compiled = jax.jit(step, donate_argnums=0).lower(state, video, spectrogram, labels).compile(
         compiler_options=options)
