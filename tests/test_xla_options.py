@@ -65,4 +65,3 @@ def test_env_flags_left_alone_when_unsafe(monkeypatch):
     monkeypatch.setattr(xla_options, "_jaxlib_version", lambda: (0, 99))  # untested jaxlib
     assert not xla_options.add_cpu_flags_to_env(env)
     assert env == {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-

@@ -33,8 +33,7 @@ def coupled_adam(learning_rate: optax.Schedule, *, b1: float, b2: float, eps: fl
 
     def apply(grads, opt_state, params):
         if not native_adam.applies(params):
-            updates, opt_state = chain.update(grads, opt_state, params)
-            return optax.apply_updates(params, updates), opt_state
+            return apply_optimizer(chain, grads, opt_state, params)
         decay_state, adam_state, schedule_state = opt_state
         step = optax.safe_increment(adam_state.count)             # t, from 1
         # The scalars as optax computes them (scale_by_schedule, bias_correction); the counts

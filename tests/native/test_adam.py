@@ -1,5 +1,7 @@
 """The one-pass Adam step (pisa_jax.native.adam) computes what the optax chain computes, to
 float32 rounding, updates the donated state in place, and steps aside where it cannot run."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,11 +18,16 @@ needs_adam = pytest.mark.skipif(not native_adam.available(),
                                 reason=f"native Adam: {native_adam.unavailable_reason()}")
 
 
-def _params(rng, dtype=np.float32):
+def _params(rng):
     # one leaf above two chunks (split over XLA's thread pool), small ones, a [1, ...] block
-    return {"big": rng.standard_normal((600_001,)).astype(dtype),
-            "kernel": rng.standard_normal((1, 3, 3, 4, 5)).astype(dtype),
-            "bias": rng.standard_normal((7,)).astype(dtype)}
+    return {"big": rng.standard_normal((600_001,)).astype(np.float32),
+            "kernel": rng.standard_normal((1, 3, 3, 4, 5)).astype(np.float32),
+            "bias": rng.standard_normal((7,)).astype(np.float32)}
+
+
+def _optax_apply(tx):
+    """tx's chain applied as any optax transformation is: update, then apply_updates."""
+    return functools.partial(apply_optimizer, optax.GradientTransformation(tx.init, tx.update))
 
 
 def _runs(weight_decay, steps=3):
@@ -29,12 +36,8 @@ def _runs(weight_decay, steps=3):
     rng = np.random.default_rng(0)
     params = jax.tree_util.tree_map(jnp.asarray, _params(rng))
 
-    def chain(grads, state, params):
-        updates, state = tx.update(grads, state, params)
-        return optax.apply_updates(params, updates), state
-
     runs = {}
-    for name, apply in (("optax", chain), ("fused", tx.apply)):
+    for name, apply in (("optax", _optax_apply(tx)), ("fused", tx.apply)):
         step = jax.jit(apply, compiler_options=xla_options.cpu_compiler_options())
         p, state = params, tx.init(params)
         grads_rng = np.random.default_rng(1)
@@ -91,12 +94,8 @@ def test_steps_aside_where_it_cannot_run(monkeypatch):
     params = jax.tree_util.tree_map(jnp.asarray, _params(rng))
     grads = jax.tree_util.tree_map(lambda x: x * 0.5, params)
     state = tx.init(params)
-
-    def chain(grads, state, params):
-        updates, state = tx.update(grads, state, params)
-        return optax.apply_updates(params, updates), state
-
-    ours, theirs = jax.jit(tx.apply)(grads, state, params), jax.jit(chain)(grads, state, params)
+    ours = jax.jit(tx.apply)(grads, state, params)
+    theirs = jax.jit(_optax_apply(tx))(grads, state, params)
     jax.tree_util.tree_map(np.testing.assert_array_equal, ours, theirs)
     # any other optax transformation goes through update + apply_updates
     sgd = optax.sgd(0.1)
