@@ -38,7 +38,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 from jax import lax
 
-from pisa_jax.models.layers import BF16_STEM_CHANNELS, torch_conv
+from pisa_jax.models.layers import stem_input_channels, torch_conv
 
 SPORTS1M_CLASSES = 487
 CLIP_SHAPE = (16, 112, 112)  # (T, H, W) of the Sports-1M clips
@@ -103,7 +103,7 @@ class C3D(nn.Module):
             raise ValueError(f"C3D(clip_shape={tuple(self.clip_shape)}) expects [N, "
                              f"{', '.join(map(str, expected))}], got shape {x.shape}")
         # bf16: conv1's RGB input padded to 8 zero channels (zero weights), for the GPU's kernels.
-        stem_channels = BF16_STEM_CHANNELS if self.dtype == jnp.bfloat16 else 0
+        stem_channels = stem_input_channels(self.dtype)
         for names, width, window, padding in GROUPS:
             for name in names:
                 x = torch_conv(width * self.base_width // 64, (3, 3, 3), (1, 1, 1), (1, 1, 1),

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -18,7 +19,8 @@ from pisa_jax.models.batch_norm import BatchNorm
 from pisa_jax.models.lowering import check_lowering, convolve, resolve_max_pool
 from pisa_jax.native import onednn
 
-# The stems' RGB input is zero-padded to this many channels in bf16 (TorchConv.min_input_channels).
+# The stems' RGB input is zero-padded to this many channels in bf16 on a GPU
+# (TorchConv.min_input_channels; `stem_input_channels`).
 BF16_STEM_CHANNELS = 8
 # Hara and torchvision both initialise convolutions with kaiming_normal(mode="fan_out", relu).
 KAIMING_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -40,6 +42,14 @@ def feature_dim(depth: int, base_width: int = 64) -> int:
     """Width of the pooled features: 512 (basic blocks) or 2048 (bottlenecks) at base_width 64."""
     kind, _ = STAGE_LAYOUTS[depth]
     return base_width * 8 * EXPANSION[kind]
+
+
+def stem_input_channels(dtype: Any) -> int:
+    """TorchConv.min_input_channels for a 3-channel stem: BF16_STEM_CHANNELS in bf16 off the
+    CPU (GPU kernels want multiples of 8), else 0. On the CPU oneDNN stacks a bf16 stem's taps
+    on its 3 channels instead (`lowering`), where 8 padded channels made it slower."""
+    on_cpu = jax.default_backend() == "cpu"
+    return BF16_STEM_CHANNELS if jnp.dtype(dtype) == jnp.bfloat16 and not on_cpu else 0
 
 
 class TorchConv(nn.Module):
@@ -67,7 +77,8 @@ class TorchConv(nn.Module):
                             self.kernel_size + (x.shape[-1], self.features), jnp.float32)
         bias = (self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
                 if self.use_bias else None)
-        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        # the kernel stays float32 here: `convolve` rounds it to x's dtype where it runs
+        x, bias = nn.dtypes.promote_dtype(x, bias, dtype=self.dtype)
         missing = self.min_input_channels - x.shape[-1]
         if missing > 0:
             x = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, missing)])

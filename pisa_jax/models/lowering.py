@@ -17,10 +17,17 @@ A kernel with kt == 1 (e.g. the 1x1x1 shortcut) is the same 2D convolution in bo
   the temporal taps would read padding (clips of 1-2 frames in the last stages, where taps skip
   that work and oneDNN does not). The measured table is in `pisa_jax/native/onednn.py`; the
   whole training step ran 1.18-1.31x faster than XLA's forms on an AVX-512 CPU, and no faster on
-  an AVX2 one (README, *Measured figures*). Elsewhere (a GPU, bf16) it is "auto".
+  an AVX2 one (README, *Measured figures*). In bf16 on a CPU with bf16 instructions (AVX-512
+  BF16, AMX) every convolution runs in oneDNN, last stages included, and the thin stems as
+  "stacked" with oneDNN's 2D convolution ("onednn_stacked": 21 channels for the 3-channel 7x7x7
+  stem, 71 ms forward + weight gradient against 109 for the 3D form with 8 padded channels):
+  XLA CPU's own bf16 convolutions ran 3-5x slower than its float32 ones, so oneDNN's bf16 made
+  the paper's first benchmark step 3.6x faster (README). Elsewhere (a GPU; bf16 without those
+  instructions) it is "auto".
 "auto" picks per backend and shape, at trace time (`jax.default_backend()`):
 - CPU, float32, a forward pass of at least ONEDNN_AUTO_MIN_FLOPS, where oneDNN is installed and
   runs AVX-512 kernels (`onednn.preferred()`): what "onednn" picks.
+- CPU, bf16, where `onednn.preferred(bfloat16)`: what "onednn" picks, at every size.
 - CPU otherwise: "stacked" for thin inputs (kt * I <= 64: the 3-channel stems, where one conv
   with 21 input channels beats seven with 3) and where at most 1/8 of the stacked frames would be
   temporal padding (T >= 8 for a 3x3x3 conv); "taps" otherwise (the short clips of the later
@@ -96,15 +103,25 @@ def resolve_lowering(lowering: str, x_shape: Sequence[int], kernel_shape: Sequen
                      strides: Sequence[int], padding: Sequence[int],
                      backend: str | None = None, dtype: Any = jnp.float32,
                      onednn_preferred: bool | None = None) -> str:
-    """The concrete form ("native", "taps", "stacked" or "onednn") for x [N, *spatial, I] and a
-    kernel [*k, I, O] (2 or 3 spatial dims; 2D ones are "native" or "onednn").
+    """The concrete form ("native", "taps", "stacked", "onednn" or "onednn_stacked": stacked
+    with oneDNN's 2D convolution) for x [N, *spatial, I] and a kernel [*k, I, O] (2 or 3
+    spatial dims; 2D ones are "native" or "onednn").
 
     "auto" decides by backend (default: JAX's default backend), shape and, for large float32
-    CPU convolutions, `onednn_preferred` (default: `onednn.preferred()`, asked only there);
-    "onednn" by shape on the CPU in float32 (where oneDNN does not apply, it is "auto").
+    and all bf16 CPU convolutions, `onednn_preferred` (default: `onednn.preferred(dtype)`, asked
+    only there); "onednn" by shape on the CPU in float32, and in bf16 where `onednn_preferred`
+    (where oneDNN does not apply, it is "auto").
     """
     check_lowering(lowering)
     on_cpu = (backend or jax.default_backend()) == "cpu"
+    if on_cpu and jnp.dtype(dtype) == jnp.bfloat16 and lowering in ("auto", "onednn"):
+        if onednn.preferred(jnp.bfloat16) if onednn_preferred is None else onednn_preferred:
+            # every one: XLA's bf16 convolutions are the slow ones here
+            if (len(kernel_shape) == 5 and kernel_shape[0] > 1
+                    and kernel_shape[0] * kernel_shape[3] <= STACKED_MAX_CHANNELS):
+                return "onednn_stacked"
+            return "onednn"
+        lowering = "auto"
     onednn_applies = on_cpu and jnp.dtype(dtype) == jnp.float32  # its handlers: CPU, float32
     if (lowering == "auto" and onednn_applies
             and forward_flops(x_shape, kernel_shape, strides, padding) >= ONEDNN_AUTO_MIN_FLOPS
@@ -119,10 +136,7 @@ def resolve_lowering(lowering: str, x_shape: Sequence[int], kernel_shape: Sequen
     if len(kernel_shape) != 5:
         return "onednn" if lowering == "onednn" else "native"
     kt, _, _, in_features, _ = kernel_shape
-    ranges = _tap_output_ranges(x_shape[1], kt, strides[0], padding[0])
-    t_out = _frames_per_output(x_shape[1], kt, strides[0], padding[0])
-    computed = sum(last - first + 1 for first, last in ranges if last >= first)
-    padding_share = 1 - computed / (kt * t_out)
+    padding_share = _padding_share(x_shape, kernel_shape, strides, padding)
     if lowering == "onednn":
         return "taps" if padding_share >= ONEDNN_MAX_PADDING_SHARE - 1e-9 else "onednn"
     if kt * in_features <= STACKED_MAX_CHANNELS:
@@ -136,22 +150,37 @@ def resolve_max_pool(lowering: str, x_shape: Sequence[int], window: int, stride:
     """Who computes a max-pool of x [N, *spatial, C] (2 or 3 spatial dims): "onednn" or "xla".
 
     oneDNN where the convolutions' `lowering` asks for it ("onednn", or "auto" for inputs of
-    ONEDNN_AUTO_MIN_POOL_ELEMENTS and more where `onednn.preferred()`), on the CPU in float32,
-    and where floor mode drops no input at the end (oneDNN wants padding >= 0 there).
+    ONEDNN_AUTO_MIN_POOL_ELEMENTS and more where `onednn.preferred(dtype)`), on the CPU in
+    float32, or in bf16 where `onednn.preferred(bfloat16)` (XLA's bf16 form of the 3D stem's
+    pool took 210 ms forward + gradient, oneDNN's 6), and where floor mode drops no input at the
+    end (oneDNN wants padding >= 0 there).
     """
     check_lowering(lowering)
     on_cpu = (backend or jax.default_backend()) == "cpu"
-    if lowering not in ("auto", "onednn") or not on_cpu or jnp.dtype(dtype) != jnp.float32:
+    precision = jnp.dtype(dtype)
+    if (lowering not in ("auto", "onednn") or not on_cpu
+            or precision not in (jnp.float32, jnp.bfloat16)):
         return "xla"
     if len(x_shape) not in (4, 5) or any(
             onednn.max_pool_high_padding(size, window, stride, padding) < 0
             for size in x_shape[1:-1]):
         return "xla"
-    if lowering == "auto" and (
-            math.prod(x_shape) < ONEDNN_AUTO_MIN_POOL_ELEMENTS
-            or not (onednn.preferred() if onednn_preferred is None else onednn_preferred)):
+    preferred = onednn.preferred(precision) if onednn_preferred is None else onednn_preferred
+    if precision == jnp.bfloat16 and not preferred:
+        return "xla"  # oneDNN would emulate bfloat16 here
+    if lowering == "auto" and (math.prod(x_shape) < ONEDNN_AUTO_MIN_POOL_ELEMENTS or not preferred):
         return "xla"
     return "onednn"
+
+
+def _padding_share(x_shape, kernel_shape, strides, padding) -> float:
+    """The share of a 3D convolution's (output frame, temporal tap) pairs that read temporal
+    zero padding: what "taps" skips."""
+    kt = kernel_shape[0]
+    ranges = _tap_output_ranges(x_shape[1], kt, strides[0], padding[0])
+    t_out = _frames_per_output(x_shape[1], kt, strides[0], padding[0])
+    computed = sum(last - first + 1 for first, last in ranges if last >= first)
+    return 1 - computed / (kt * t_out)
 
 
 def forward_flops(x_shape: Sequence[int], kernel_shape: Sequence[int], strides: Sequence[int],
@@ -173,16 +202,22 @@ def convolve(x: jnp.ndarray, kernel: jnp.ndarray, strides: Sequence[int], paddin
              lowering: str = "native") -> jnp.ndarray:
     """Channels-last convolution with symmetric zero padding `(p, p)` per spatial dim.
 
-    x: [N, *spatial, I], kernel: [*k, I, O] -> [N, *spatial_out, O]. `lowering` applies to 3D
-    convolutions, and its oneDNN choice to 2D ones too; 1D ones run natively.
+    x: [N, *spatial, I], kernel: [*k, I, O] -> [N, *spatial_out, O] in x's dtype. `lowering`
+    applies to 3D convolutions, and its oneDNN choice to 2D ones too; 1D ones run natively.
+    The kernel may be float32 beside a bfloat16 x (a float32 parameter): the convolution runs
+    with it rounded to bfloat16 either way, by a cast here or by oneDNN while it reorders the
+    kernel, which saves the cast's pass over memory and accumulates the kernel's gradient in
+    float32.
     """
     strides, padding = tuple(strides), tuple(padding)
     if x.ndim not in (4, 5):
-        return _native(x, kernel, strides, padding)
-    form = resolve_lowering(lowering, x.shape, kernel.shape, strides, padding,
-                            dtype=jnp.result_type(x, kernel))
+        return _native(x, kernel.astype(x.dtype), strides, padding)
+    form = resolve_lowering(lowering, x.shape, kernel.shape, strides, padding, dtype=x.dtype)
     if form == "onednn":
         return onednn.convolution(x, kernel, strides, padding)
+    if form == "onednn_stacked":
+        return _stacked(x, kernel, strides, padding, conv2d=onednn.convolution)
+    kernel = kernel.astype(x.dtype)
     if form == "native" or x.ndim == 4:
         return _native(x, kernel, strides, padding)
     if form == "stacked" or kernel.shape[0] == 1:
@@ -209,10 +244,10 @@ def _tap_output_ranges(t: int, kt: int, stride: int, pad: int) -> list[tuple[int
             for k in range(kt)]
 
 
-def _conv2d_over_frames(frames, kernel2d, strides, padding):
+def _conv2d_over_frames(frames, kernel2d, strides, padding, conv2d=None):
     """frames [N, F, H, W, C] -> one 2D conv over all N * F frames -> [N, F, H', W', O]."""
     n, f = frames.shape[:2]
-    y = _native(frames.reshape((n * f,) + frames.shape[2:]), kernel2d, strides, padding)
+    y = (conv2d or _native)(frames.reshape((n * f,) + frames.shape[2:]), kernel2d, strides, padding)
     return y.reshape((n, f) + y.shape[1:])
 
 
@@ -240,9 +275,9 @@ def _taps(x, kernel, strides, padding):
     return out
 
 
-def _stacked(x, kernel, strides, padding):
+def _stacked(x, kernel, strides, padding, conv2d=None):
     """The kt frames read by each output frame stacked on channels, tap-major, then one 2D conv
-    with the kernel reshaped to [kh, kw, kt * I, O]. x [N, T, H, W, I]."""
+    (`conv2d`, default XLA's) with the kernel reshaped to [kh, kw, kt * I, O]. x [N, T, H, W, I]."""
     kt, kh, kw, in_features, out_features = kernel.shape
     (st, *s2d), (pt, *p2d) = strides, padding
     t_out = _frames_per_output(x.shape[1], kt, st, pt)
@@ -252,4 +287,4 @@ def _stacked(x, kernel, strides, padding):
     frames = taps[0] if kt == 1 else jnp.concatenate(taps, axis=-1)  # [N, T', H, W, kt * I]
     kernel2d = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape(kh, kw, kt * in_features,
                                                               out_features)
-    return _conv2d_over_frames(frames, kernel2d, s2d, p2d)
+    return _conv2d_over_frames(frames, kernel2d, s2d, p2d, conv2d)

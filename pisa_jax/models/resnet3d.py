@@ -14,8 +14,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from pisa_jax.models.layers import (BF16_STEM_CHANNELS, STAGE_LAYOUTS, check_depth,
-                                    pool_and_classify, residual_stages, torch_batch_norm,
+from pisa_jax.models.layers import (STAGE_LAYOUTS, check_depth, pool_and_classify,
+                                    residual_stages, stem_input_channels, torch_batch_norm,
                                     torch_conv, torch_max_pool)
 from pisa_jax.models.lowering import check_lowering
 
@@ -48,7 +48,7 @@ class ResNet3D(nn.Module):
             raise ValueError(f"ResNet3D expects [N, T, H, W, C], got shape {x.shape}")
         t_kernel, t_pad = (7, 3) if self.stem == "hara" else (3, 1)
         # bf16: the RGB input padded to 8 zero channels (zero weights), for the GPU's kernels.
-        stem_channels = BF16_STEM_CHANNELS if self.dtype == jnp.bfloat16 else 0
+        stem_channels = stem_input_channels(self.dtype)
         x = torch_conv(self.base_width, (t_kernel, 7, 7), (self.conv1_t_stride, 2, 2),
                        (t_pad, 3, 3), dtype=self.dtype, name="conv1",
                        lowering=self.conv_lowering, min_input_channels=stem_channels)(x)

@@ -1,5 +1,5 @@
-"""Float32 CPU convolutions run by oneDNN (the library PyTorch's CPU convolutions use), called
-from XLA through its FFI, with their own gradients.
+"""Float32 and bf16 CPU convolutions run by oneDNN (the library PyTorch's CPU convolutions use),
+called from XLA through its FFI, with their own gradients; and the max-pool.
 
 XLA CPU computes convolutions with Eigen, whose matrix kernels reach ~60 % of what oneDNN's
 reach on this project's shapes: oneDNN takes the 3D stem's forward + weight gradient in ~225 ms
@@ -34,6 +34,14 @@ ms, medians of 5 interleaved repeats), `python benchmarks/conv_lowering.py --cli
 oneDNN computes the temporal padding that "taps" skips, so at clips of 1-2 frames (r3d_l4,
 c3d_conv5a) taps stay faster; `models.lowering`'s "onednn" keeps them there. Its "auto" sends
 the float32 convolutions of 100 MFLOP or more here where `preferred()` (AVX-512 kernels).
+
+bf16 (`--precision bfloat16`) runs here where the CPU has bf16 instructions (AVX-512 BF16 or
+AMX: `preferred(jnp.bfloat16)`), all of it: XLA CPU computes bf16 convolutions several times
+slower than float32 ones, while oneDNN's AMX kernels reach 1.6-2 TFLOP/s on the residual layers
+(2-core Xeon with AMX; float32 ~300-390 GFLOP/s). The float32 kernel parameter is passed as it
+is: the reorder into oneDNN's layout rounds it to bf16 (one pass instead of XLA's cast and then
+the reorder: 455 against 522 ms per step), and its gradient is accumulated and written in
+float32.
 """
 from __future__ import annotations
 
@@ -94,13 +102,30 @@ def _load() -> str | None:
     return _loaded()[1]
 
 
-def preferred() -> bool:
-    """Whether "auto" sends large float32 CPU convolutions here: oneDNN is available and runs
-    its AVX-512 kernels on this CPU. On an AVX2-only CPU (2-core AMD EPYC, Zen 3) the whole
-    training step was no faster with them (0.99x and 1.04x XLA's time at the paper's two
-    benchmark shapes; its weight gradients take a GEMM path there), so there XLA keeps them."""
+def preferred(dtype=jnp.float32) -> bool:
+    """Whether "auto" sends CPU convolutions of `dtype` here.
+
+    float32 (the large ones): oneDNN is available and runs its AVX-512 kernels on this CPU. On
+    an AVX2-only CPU (2-core AMD EPYC, Zen 3) the whole training step was no faster with them
+    (0.99x and 1.04x XLA's time at the paper's two benchmark shapes; its weight gradients take
+    a GEMM path there), so there XLA keeps them.
+    bfloat16 (all of them): oneDNN is available and this CPU has bfloat16 instructions (AVX-512
+    BF16 or AMX), which oneDNN's bfloat16 kernels need to run natively; elsewhere oneDNN would
+    emulate them, so bfloat16 convolutions stay XLA's (and `supports` says no)."""
     library, _ = _loaded()
-    return library is not None and bool(library.PisaOnednnHasAvx512())
+    if library is None:
+        return False
+    if jnp.dtype(dtype) == jnp.bfloat16:
+        return bool(library.PisaOnednnHasBf16())
+    return jnp.dtype(dtype) == jnp.float32 and bool(library.PisaOnednnHasAvx512())
+
+
+def supports(dtype) -> bool:
+    """Whether the handlers take activations of `dtype` on this CPU: float32 anywhere oneDNN
+    runs, bfloat16 where the CPU has bfloat16 instructions (`preferred(bfloat16)`)."""
+    if jnp.dtype(dtype) == jnp.float32:
+        return True
+    return jnp.dtype(dtype) == jnp.bfloat16 and preferred(jnp.bfloat16)
 
 
 def unavailable_reason() -> str | None:
@@ -119,13 +144,26 @@ def check_available() -> None:
         raise NativeBuildError(f"conv lowering 'onednn': {reason}")
 
 
+def _check_dtype(what: str, dtype) -> None:
+    if not supports(dtype):
+        raise TypeError(f"oneDNN {what} takes float32, or bfloat16 on a CPU with bfloat16 "
+                        f"instructions; got {jnp.dtype(dtype)}")
+
+
 def convolution(x: jnp.ndarray, kernel: jnp.ndarray, strides: Sequence[int],
                 padding: Sequence[int]) -> jnp.ndarray:
-    """x [N, *spatial, I] (2 or 3 spatial dims), kernel [*k, I, O], float32, zero padding
-    (p, p) per spatial dim -> [N, *spatial_out, O] float32. Differentiable in x and kernel."""
+    """x [N, *spatial, I] (2 or 3 spatial dims), kernel [*k, I, O], zero padding (p, p) per
+    spatial dim -> [N, *spatial_out, O] in x's dtype. Differentiable in x and kernel.
+
+    x is float32, or bfloat16 where `supports(bfloat16)`; the kernel is x's dtype or float32
+    (oneDNN then converts it while reordering it, and writes the kernel's gradient in float32,
+    accumulated in float32 either way).
+    """
     check_available()
-    if x.dtype != jnp.float32 or kernel.dtype != jnp.float32:
-        raise TypeError(f"oneDNN convolution is float32 only, got {x.dtype} and {kernel.dtype}")
+    _check_dtype("convolution", x.dtype)
+    if kernel.dtype not in (x.dtype, jnp.float32):
+        raise TypeError(f"oneDNN convolution: kernel {kernel.dtype} with input {x.dtype} "
+                        f"(the kernel must be the input's dtype or float32)")
     if x.ndim == 4:  # 2D as depth 1: [N, H, W, I] -> [N, 1, H, W, I]
         y = _conv3d(x[:, None], kernel[None], (1,) + tuple(strides), (0,) + tuple(padding))
         return y[:, 0]
@@ -145,8 +183,8 @@ def _output_shape(x_shape, kernel_shape, strides, padding) -> tuple[int, ...]:
     return (x_shape[0],) + spatial + (kernel_shape[-1],)
 
 
-def _call(target: str, shape, a, b, strides, padding):
-    out = jax.ShapeDtypeStruct(tuple(shape), jnp.float32)
+def _call(target: str, shape, dtype, a, b, strides, padding):
+    out = jax.ShapeDtypeStruct(tuple(shape), dtype)
     # vmap (e.g. jax.jacrev) runs the calls one after another: correct for any batched operand
     return jax.ffi.ffi_call(TARGETS[target], out, vmap_method="sequential")(
         a, b, **_attributes(strides, padding))
@@ -158,7 +196,7 @@ def _conv3d(x, kernel, strides, padding):
     if min(shape) <= 0:
         raise ValueError(f"convolution of {x.shape} with kernel {kernel.shape}, strides "
                          f"{strides}, padding {padding} has an empty output {shape}")
-    return _call("forward", shape, x, kernel, strides, padding)
+    return _call("forward", shape, x.dtype, x, kernel, strides, padding)
 
 
 def _conv3d_forward(x, kernel, strides, padding):
@@ -168,8 +206,8 @@ def _conv3d_forward(x, kernel, strides, padding):
 def _conv3d_backward(strides, padding, residuals, dy):
     x, kernel = residuals
     # XLA drops the input gradient's call where nothing reads it (a network's first layer).
-    dx = _call("input_gradient", x.shape, dy, kernel, strides, padding)
-    dkernel = _call("weight_gradient", kernel.shape, x, dy, strides, padding)
+    dx = _call("input_gradient", x.shape, x.dtype, dy, kernel, strides, padding)
+    dkernel = _call("weight_gradient", kernel.shape, kernel.dtype, x, dy, strides, padding)
     return dx, dkernel
 
 
@@ -185,12 +223,12 @@ def max_pool_high_padding(size: int, window: int, stride: int, padding: int) -> 
 
 def max_pool(x: jnp.ndarray, window: int, stride: int, padding: int) -> jnp.ndarray:
     """`torch.nn.MaxPoolNd(window, stride, padding)` (floor mode, the padding never the maximum)
-    on x [N, *spatial, C] (2 or 3 spatial dims), float32 -> [N, *spatial_out, C]. The gradient
+    on x [N, *spatial, C] (2 or 3 spatial dims), float32 (or bfloat16 where `supports` it) ->
+    [N, *spatial_out, C]. The gradient
     goes to the first maximum of each window, as PyTorch's does. Every spatial dim's high padding
     (`max_pool_high_padding`) must be >= 0."""
     check_available()
-    if x.dtype != jnp.float32:
-        raise TypeError(f"oneDNN max-pool is float32 only, got {x.dtype}")
+    _check_dtype("max-pool", x.dtype)
     if x.ndim == 4:  # 2D as depth 1: [N, H, W, C] -> [N, 1, H, W, C]
         x3 = x[:, None]
         return _max_pool3d(x3, x3.shape, (1, window, window), (1, stride, stride),
@@ -210,14 +248,14 @@ def _high_padding(shape, window, strides, padding) -> tuple[int, ...]:
     return high
 
 
-def _pool_geometry(shape, window, strides, padding):
-    """(y shape, pad_hi, workspace bytes) for x of `shape` [N, D, H, W, C]."""
+def _pool_geometry(shape, dtype, window, strides, padding):
+    """(y shape, pad_hi, workspace bytes) for x of `shape` [N, D, H, W, C] in `dtype`."""
     high = _high_padding(shape, window, strides, padding)
     y_shape = (shape[0],) + tuple((shape[1 + i] + padding[i] + high[i] - window[i]) // strides[i]
                                   + 1 for i in range(3)) + (shape[-1],)
     library, _ = _loaded()
     ints = [(ctypes.c_int64 * len(v))(*v) for v in (shape, y_shape, window, strides, padding, high)]
-    workspace = library.PisaOnednnMaxPoolWorkspaceBytes(*ints)
+    workspace = library.PisaOnednnMaxPoolWorkspaceBytes(int(dtype == jnp.bfloat16), *ints)
     if workspace < 0:
         raise ValueError(f"oneDNN has no max-pool of {shape} (window {window}, strides {strides})")
     return y_shape, high, workspace
@@ -234,10 +272,10 @@ def _max_pool3d(x, shape, window, strides, padding):
 
 
 def _max_pool3d_forward(x, shape, window, strides, padding):
-    y_shape, high, workspace_bytes = _pool_geometry(shape, window, strides, padding)
+    y_shape, high, workspace_bytes = _pool_geometry(shape, x.dtype, window, strides, padding)
     # the workspace: where each window's maximum is (oneDNN's layout), for the backward pass
     y, workspace = jax.ffi.ffi_call(
-        TARGETS["max_pool_forward"], (jax.ShapeDtypeStruct(y_shape, jnp.float32),
+        TARGETS["max_pool_forward"], (jax.ShapeDtypeStruct(y_shape, x.dtype),
                                       jax.ShapeDtypeStruct((workspace_bytes,), jnp.uint8)),
         vmap_method="sequential")(x, **_pool_attributes(window, strides, padding, high))
     return y, workspace
@@ -245,7 +283,7 @@ def _max_pool3d_forward(x, shape, window, strides, padding):
 
 def _max_pool3d_backward(shape, window, strides, padding, workspace, dy):
     high = _high_padding(shape, window, strides, padding)
-    dx = jax.ffi.ffi_call(TARGETS["max_pool_backward"], jax.ShapeDtypeStruct(shape, jnp.float32),
+    dx = jax.ffi.ffi_call(TARGETS["max_pool_backward"], jax.ShapeDtypeStruct(shape, dy.dtype),
                           vmap_method="sequential")(
         dy, workspace, **_pool_attributes(window, strides, padding, high))
     return (dx,)

@@ -1,11 +1,14 @@
-// XLA FFI handlers (CPU) that run a float32 3D convolution with oneDNN: the forward pass, the
-// weight gradient and the input gradient; and a 3D max-pool with its gradient. Built and loaded
-// by pisa_jax/native/onednn.py.
+// XLA FFI handlers (CPU) that run a 3D convolution with oneDNN, in float32 or bfloat16: the
+// forward pass, the weight gradient and the input gradient; and a 3D max-pool with its gradient.
+// Built and loaded by pisa_jax/native/onednn.py.
 //
 // Layouts are the project's: activations [N, D, H, W, C] (oneDNN's ndhwc), kernels
 // [kd, kh, kw, I, O] (oneDNN's dhwio). 2D convolutions come here as D = 1. oneDNN may want the
 // kernel in a blocked layout of its own; it is reordered into (or, for the weight gradient, out
 // of) a per-thread buffer on every call, by a reorder primitive made once with the convolution.
+// Activations are float32 or bfloat16 (both of a call's the same); a kernel or weight gradient
+// may be float32 beside bfloat16 activations: the reorder converts it (oneDNN's bfloat16
+// convolutions accumulate in float32 and write a float32 weight gradient where asked).
 // Attributes: strides, pad_lo, pad_hi (3 each, D H W); the max-pool also its window.
 #include <cstdint>
 #include <initializer_list>
@@ -47,9 +50,13 @@ struct Entry {
 std::mutex cache_mutex;
 std::map<std::string, std::shared_ptr<Entry>> cache;
 
-// A primitive's cache key: its kind (< 0 for a max-pool) and every dims list it is made from.
-std::string Key(int kind, std::initializer_list<const dims*> parts) {
+using dt = dnnl::memory::data_type;
+
+// A primitive's cache key: its kind (< 0 for a max-pool), its data types and every dims list
+// it is made from.
+std::string Key(int kind, std::initializer_list<dt> types, std::initializer_list<const dims*> parts) {
   std::string key = std::to_string(kind);
+  for (dt t : types) key += ':' + std::to_string(static_cast<int>(t));
   for (const dims* d : parts) {
     key += '|';
     for (auto v : *d) key += std::to_string(v) + ',';
@@ -57,9 +64,14 @@ std::string Key(int kind, std::initializer_list<const dims*> parts) {
   return key;
 }
 
+// The kernel the convolution itself reads is of the activations' type (the reorder converts the
+// project's); the weight gradient is written in the project's kernel type (oneDNN accumulates a
+// bfloat16 one in float32 and can write it so).
 std::shared_ptr<Entry> Make(int kind, const dnnl::memory::desc& x, const dnnl::memory::desc& w_user,
-                            const dnnl::memory::desc& w_any, const dnnl::memory::desc& y,
-                            const dims& s, const dims& lo, const dims& hi) {
+                            const dnnl::memory::desc& y, const dims& s, const dims& lo,
+                            const dims& hi) {
+  const dnnl::memory::desc w_any(w_user.get_dims(), x.get_data_type(), tag::any);
+  const dnnl::memory::desc dw_any(w_user.get_dims(), w_user.get_data_type(), tag::any);
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   auto forward = dnnl::convolution_forward::primitive_desc(
@@ -72,7 +84,7 @@ std::shared_ptr<Entry> Make(int kind, const dnnl::memory::desc& x, const dnnl::m
     entry->primitive = std::make_unique<dnnl::convolution_forward>(forward);
   } else if (kind == kWeightGradient) {
     auto pd = dnnl::convolution_backward_weights::primitive_desc(
-        Engine(), dnnl::algorithm::convolution_direct, x, w_any, y, s, lo, hi, forward, attr);
+        Engine(), dnnl::algorithm::convolution_direct, x, dw_any, y, s, lo, hi, forward, attr);
     entry->weights = pd.diff_weights_desc();
     entry->scratchpad = pd.scratchpad_desc();
     entry->primitive = std::make_unique<dnnl::convolution_backward_weights>(pd);
@@ -106,16 +118,24 @@ dims Activation(ffi::Span<const int64_t> d) { return {d[0], d[4], d[1], d[2], d[
 dims Kernel(ffi::Span<const int64_t> d) { return {d[4], d[3], d[0], d[1], d[2]}; }
 dims Vector(ffi::Span<const int64_t> v) { return dims(v.begin(), v.end()); }
 
+// oneDNN's type for a buffer's (float32 or bfloat16; anything else is refused before).
+dt Type(ffi::DataType type) { return type == ffi::DataType::BF16 ? dt::bf16 : dt::f32; }
+
+bool Supported(ffi::DataType type) {
+  return type == ffi::DataType::F32 || type == ffi::DataType::BF16;
+}
+
 // kForward: out = conv(a = x, b = w); kWeightGradient: out = dw from (a = x, b = dy);
-// kInputGradient: out = dx from (a = dy, b = w).
-ffi::Error Run(int kind, const dims& x_dims, const dims& w_dims, const dims& y_dims,
-               const dims& s, const dims& lo, const dims& hi, float* a, float* b, float* out) {
+// kInputGradient: out = dx from (a = dy, b = w). `activations`: x's and y's type; `kernel`: the
+// project's kernel's (or weight gradient's) type.
+ffi::Error Run(int kind, dt activations, dt kernel, const dims& x_dims, const dims& w_dims,
+               const dims& y_dims, const dims& s, const dims& lo, const dims& hi, void* a,
+               void* b, void* out) {
   try {
-    dnnl::memory::desc x(x_dims, dnnl::memory::data_type::f32, tag::ndhwc);
-    dnnl::memory::desc y(y_dims, dnnl::memory::data_type::f32, tag::ndhwc);
-    dnnl::memory::desc w_user(w_dims, dnnl::memory::data_type::f32, tag::dhwio);
-    dnnl::memory::desc w_any(w_dims, dnnl::memory::data_type::f32, tag::any);
-    const std::string key = Key(kind, {&x_dims, &w_dims, &s, &lo, &hi});
+    dnnl::memory::desc x(x_dims, activations, tag::ndhwc);
+    dnnl::memory::desc y(y_dims, activations, tag::ndhwc);
+    dnnl::memory::desc w_user(w_dims, kernel, tag::dhwio);
+    const std::string key = Key(kind, {activations, kernel}, {&x_dims, &w_dims, &s, &lo, &hi});
     std::shared_ptr<Entry> entry;
     {
       std::lock_guard<std::mutex> lock(cache_mutex);
@@ -123,7 +143,7 @@ ffi::Error Run(int kind, const dims& x_dims, const dims& w_dims, const dims& y_d
       if (found != cache.end()) entry = found->second;
     }
     if (!entry) {
-      entry = Make(kind, x, w_user, w_any, y, s, lo, hi);
+      entry = Make(kind, x, w_user, y, s, lo, hi);
       std::lock_guard<std::mutex> lock(cache_mutex);
       cache.emplace(key, entry);
     }
@@ -173,27 +193,46 @@ ffi::Error Run(int kind, const dims& x_dims, const dims& w_dims, const dims& y_d
   return ffi::Error::Success();
 }
 
-using F32 = ffi::Buffer<ffi::F32>;
+using Any = ffi::AnyBuffer;
+using Out = ffi::Result<ffi::AnyBuffer>;
 using Ints = ffi::Span<const int64_t>;
 
-ffi::Error Forward(F32 x, F32 w, ffi::ResultBuffer<ffi::F32> y, Ints s, Ints lo, Ints hi) {
-  return Run(kForward, Activation(x.dimensions()), Kernel(w.dimensions()),
-             Activation(y->dimensions()), Vector(s), Vector(lo), Vector(hi), x.typed_data(),
-             w.typed_data(), y->typed_data());
+// The types a call may have: activations float32 or bfloat16, all alike; the kernel (or weight
+// gradient) the activations' type or float32.
+ffi::Error CheckTypes(const char* what, ffi::DataType a, ffi::DataType b, ffi::DataType kernel) {
+  if (Supported(a) && a == b && (kernel == a || kernel == ffi::DataType::F32)) {
+    return ffi::Error::Success();
+  }
+  return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                    std::string("oneDNN convolution ") + what +
+                        ": activations must be float32 or bfloat16, all alike, and the kernel "
+                        "theirs or float32");
 }
 
-ffi::Error WeightGradient(F32 x, F32 dy, ffi::ResultBuffer<ffi::F32> dw, Ints s, Ints lo,
-                          Ints hi) {
-  return Run(kWeightGradient, Activation(x.dimensions()), Kernel(dw->dimensions()),
-             Activation(dy.dimensions()), Vector(s), Vector(lo), Vector(hi), x.typed_data(),
-             dy.typed_data(), dw->typed_data());
+ffi::Error Forward(Any x, Any w, Out y, Ints s, Ints lo, Ints hi) {
+  if (auto e = CheckTypes("forward", x.element_type(), y->element_type(), w.element_type());
+      e.failure()) return e;
+  return Run(kForward, Type(x.element_type()), Type(w.element_type()), Activation(x.dimensions()),
+             Kernel(w.dimensions()), Activation(y->dimensions()), Vector(s), Vector(lo),
+             Vector(hi), x.untyped_data(), w.untyped_data(), y->untyped_data());
 }
 
-ffi::Error InputGradient(F32 dy, F32 w, ffi::ResultBuffer<ffi::F32> dx, Ints s, Ints lo,
-                         Ints hi) {
-  return Run(kInputGradient, Activation(dx->dimensions()), Kernel(w.dimensions()),
-             Activation(dy.dimensions()), Vector(s), Vector(lo), Vector(hi), dy.typed_data(),
-             w.typed_data(), dx->typed_data());
+ffi::Error WeightGradient(Any x, Any dy, Out dw, Ints s, Ints lo, Ints hi) {
+  if (auto e = CheckTypes("weight gradient", x.element_type(), dy.element_type(),
+                          dw->element_type()); e.failure()) return e;
+  return Run(kWeightGradient, Type(x.element_type()), Type(dw->element_type()),
+             Activation(x.dimensions()), Kernel(dw->dimensions()), Activation(dy.dimensions()),
+             Vector(s), Vector(lo), Vector(hi), x.untyped_data(), dy.untyped_data(),
+             dw->untyped_data());
+}
+
+ffi::Error InputGradient(Any dy, Any w, Out dx, Ints s, Ints lo, Ints hi) {
+  if (auto e = CheckTypes("input gradient", dy.element_type(), dx->element_type(),
+                          w.element_type()); e.failure()) return e;
+  return Run(kInputGradient, Type(dy.element_type()), Type(w.element_type()),
+             Activation(dx->dimensions()), Kernel(w.dimensions()), Activation(dy.dimensions()),
+             Vector(s), Vector(lo), Vector(hi), dy.untyped_data(), w.untyped_data(),
+             dx->untyped_data());
 }
 
 
@@ -207,15 +246,15 @@ struct PoolEntry {
 
 std::map<std::string, std::shared_ptr<PoolEntry>> pool_cache;
 
-std::shared_ptr<PoolEntry> Pool(const dims& x_dims, const dims& y_dims, const dims& k,
+std::shared_ptr<PoolEntry> Pool(dt type, const dims& x_dims, const dims& y_dims, const dims& k,
                                 const dims& s, const dims& lo, const dims& hi) {
-  const std::string key = Key(-1, {&x_dims, &y_dims, &k, &s, &lo, &hi});
+  const std::string key = Key(-1, {type}, {&x_dims, &y_dims, &k, &s, &lo, &hi});
   std::lock_guard<std::mutex> lock(cache_mutex);
   auto found = pool_cache.find(key);
   if (found != pool_cache.end()) return found->second;
   auto entry = std::make_shared<PoolEntry>();
-  entry->x = dnnl::memory::desc(x_dims, dnnl::memory::data_type::f32, tag::ndhwc);
-  entry->y = dnnl::memory::desc(y_dims, dnnl::memory::data_type::f32, tag::ndhwc);
+  entry->x = dnnl::memory::desc(x_dims, type, tag::ndhwc);
+  entry->y = dnnl::memory::desc(y_dims, type, tag::ndhwc);
   const dims dilation = {0, 0, 0};
   auto forward = dnnl::pooling_forward::primitive_desc(
       Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::pooling_max, entry->x,
@@ -229,10 +268,15 @@ std::shared_ptr<PoolEntry> Pool(const dims& x_dims, const dims& y_dims, const di
   return entry;
 }
 
-ffi::Error MaxPool(bool backward, const dims& x_dims, const dims& y_dims, Ints k, Ints s, Ints lo,
-                   Ints hi, void* a, void* workspace, void* out) {
+ffi::Error MaxPool(bool backward, ffi::DataType a_type, ffi::DataType out_type,
+                   const dims& x_dims, const dims& y_dims, Ints k, Ints s, Ints lo, Ints hi,
+                   void* a, void* workspace, void* out) {
+  if (!Supported(a_type) || a_type != out_type) {
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                      "oneDNN max-pool: float32 or bfloat16 input and output, alike");
+  }
   try {
-    auto entry = Pool(x_dims, y_dims, Vector(k), Vector(s), Vector(lo), Vector(hi));
+    auto entry = Pool(Type(a_type), x_dims, y_dims, Vector(k), Vector(s), Vector(lo), Vector(hi));
     thread_local dnnl::stream stream(Engine());
     dnnl::memory ws(entry->workspace, Engine(), workspace);
     if (backward) {
@@ -251,33 +295,35 @@ ffi::Error MaxPool(bool backward, const dims& x_dims, const dims& y_dims, Ints k
   return ffi::Error::Success();
 }
 
-ffi::Error MaxPoolForward(F32 x, ffi::ResultBuffer<ffi::F32> y, ffi::ResultBuffer<ffi::U8> ws,
-                          Ints k, Ints s, Ints lo, Ints hi) {
-  return MaxPool(false, Activation(x.dimensions()), Activation(y->dimensions()), k, s, lo, hi,
-                 x.typed_data(), ws->typed_data(), y->typed_data());
+ffi::Error MaxPoolForward(Any x, Out y, ffi::ResultBuffer<ffi::U8> ws, Ints k, Ints s, Ints lo,
+                          Ints hi) {
+  return MaxPool(false, x.element_type(), y->element_type(), Activation(x.dimensions()),
+                 Activation(y->dimensions()), k, s, lo, hi, x.untyped_data(), ws->typed_data(),
+                 y->untyped_data());
 }
 
-ffi::Error MaxPoolBackward(F32 dy, ffi::Buffer<ffi::U8> ws, ffi::ResultBuffer<ffi::F32> dx,
-                           Ints k, Ints s, Ints lo, Ints hi) {
-  return MaxPool(true, Activation(dx->dimensions()), Activation(dy.dimensions()), k, s, lo, hi,
-                 dy.typed_data(), ws.typed_data(), dx->typed_data());
+ffi::Error MaxPoolBackward(Any dy, ffi::Buffer<ffi::U8> ws, Out dx, Ints k, Ints s, Ints lo,
+                           Ints hi) {
+  return MaxPool(true, dy.element_type(), dx->element_type(), Activation(dx->dimensions()),
+                 Activation(dy.dimensions()), k, s, lo, hi, dy.untyped_data(), ws.typed_data(),
+                 dx->untyped_data());
 }
 
 }  // namespace
 
 #define PISA_BIND                                                                      \
-  ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>().Attr<Ints>("strides").Attr<Ints>( \
+  ffi::Ffi::Bind().Arg<Any>().Arg<Any>().Ret<Any>().Attr<Ints>("strides").Attr<Ints>( \
       "pad_lo").Attr<Ints>("pad_hi")
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(PisaOnednnConvForward, Forward, PISA_BIND);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(PisaOnednnConvWeightGradient, WeightGradient, PISA_BIND);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(PisaOnednnConvInputGradient, InputGradient, PISA_BIND);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(PisaOnednnMaxPoolForward, MaxPoolForward,
-                              ffi::Ffi::Bind().Arg<F32>().Ret<F32>().Ret<ffi::Buffer<ffi::U8>>()
+                              ffi::Ffi::Bind().Arg<Any>().Ret<Any>().Ret<ffi::Buffer<ffi::U8>>()
                                   .Attr<Ints>("window").Attr<Ints>("strides")
                                   .Attr<Ints>("pad_lo").Attr<Ints>("pad_hi"));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(PisaOnednnMaxPoolBackward, MaxPoolBackward,
-                              ffi::Ffi::Bind().Arg<F32>().Arg<ffi::Buffer<ffi::U8>>().Ret<F32>()
+                              ffi::Ffi::Bind().Arg<Any>().Arg<ffi::Buffer<ffi::U8>>().Ret<Any>()
                                   .Attr<Ints>("window").Attr<Ints>("strides")
                                   .Attr<Ints>("pad_lo").Attr<Ints>("pad_hi"));
 
@@ -288,14 +334,23 @@ extern "C" int PisaOnednnHasAvx512() {
   return (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core;
 }
 
+// 1 where this CPU has bfloat16 instructions oneDNN uses (AVX-512 BF16, AMX included), so its
+// bfloat16 convolutions do not emulate them.
+extern "C" int PisaOnednnHasBf16() {
+  return (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core_bf16) ==
+         dnnl_cpu_isa_avx512_core_bf16;
+}
+
 // The bytes of the max-pool's workspace for x [N, D, H, W, C] -> y (NDHWC dims, 5 each; window,
-// strides, pads 3 each), or -1 where oneDNN has no such max-pool.
-extern "C" int64_t PisaOnednnMaxPoolWorkspaceBytes(const int64_t* x, const int64_t* y,
-                                                   const int64_t* k, const int64_t* s,
-                                                   const int64_t* lo, const int64_t* hi) {
+// strides, pads 3 each), in bfloat16 if `bfloat16` else float32, or -1 where oneDNN has no such
+// max-pool.
+extern "C" int64_t PisaOnednnMaxPoolWorkspaceBytes(int bfloat16, const int64_t* x,
+                                                   const int64_t* y, const int64_t* k,
+                                                   const int64_t* s, const int64_t* lo,
+                                                   const int64_t* hi) {
   try {
     auto to = [](const int64_t* d, int n) { return dims(d, d + n); };
-    auto entry = Pool(Activation(ffi::Span<const int64_t>(x, 5)),
+    auto entry = Pool(bfloat16 ? dt::bf16 : dt::f32, Activation(ffi::Span<const int64_t>(x, 5)),
                       Activation(ffi::Span<const int64_t>(y, 5)), to(k, 3), to(s, 3), to(lo, 3),
                       to(hi, 3));
     return static_cast<int64_t>(entry->workspace.get_size());

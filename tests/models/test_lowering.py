@@ -1,5 +1,7 @@
 """3D convolution lowerings: every form against PyTorch, against each other (values and
 gradients, float32 and bf16), the same parameters whatever the form, and what "auto" picks."""
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -126,9 +128,17 @@ def test_block_gradients_agree_across_forms(float32_block_gradients):
             _assert_close(g, w, 1e-5, f"{form} {jax.tree_util.keystr(path)}")
 
 
-@pytest.mark.parametrize("form", FORMS)
+needs_onednn_bf16 = pytest.mark.skipif(
+    not onednn.preferred(jnp.bfloat16),
+    reason="oneDNN's bf16 convolutions need oneDNN and a CPU with bf16 instructions")
+
+
+@pytest.mark.parametrize("form", FORMS + (pytest.param("onednn", marks=needs_onednn_bf16),))
 def test_bf16_close_to_float32(float32_block_gradients, form):
     """bf16 compute: values and gradients of a single conv and of a block stay close to float32.
+    "onednn": oneDNN's bf16 convolutions (the block's first one stacked on channels: 4 input
+    channels), with the kernel in bf16 for the single conv and the float32 parameters in the
+    block.
 
     The block's bound is looser: bf16 rounding passes through training-mode BatchNorm. Native
     bf16 measured 0.069 on the input gradient with XLA's excess precision off, as the forms do
@@ -206,9 +216,11 @@ def test_auto_picks_per_backend_and_shape():
 
 
 def test_onednn_keeps_taps_where_they_skip_padding():
-    def pick(t, kernel, stride, pad, backend="cpu", dtype=jnp.float32, lowering="onednn"):
+    def pick(t, kernel, stride, pad, backend="cpu", dtype=jnp.float32, lowering="onednn",
+             preferred=None):
         x_shape = (4, t, 56, 56, kernel[-2]) if len(kernel) == 5 else (4, 56, 56, kernel[-2])
-        return resolve_lowering(lowering, x_shape, kernel, stride, pad, backend, dtype)
+        return resolve_lowering(lowering, x_shape, kernel, stride, pad, backend, dtype,
+                                onednn_preferred=preferred)
     assert pick(16, (7, 7, 7, 3, 64), (1, 2, 2), (3, 3, 3)) == "onednn"
     assert pick(8, (3, 3, 3, 64, 64), (1, 1, 1), (1, 1, 1)) == "onednn"
     assert pick(4, (3, 3, 3, 128, 256), (2, 2, 2), (1, 1, 1)) == "onednn"  # 1/6 padding
@@ -218,8 +230,20 @@ def test_onednn_keeps_taps_where_they_skip_padding():
     assert pick(None, (7, 7, 1, 64), (2, 2), (3, 3)) == "onednn"  # 2D: the aural net
     # 2D convolutions are native for every other lowering
     assert pick(None, (7, 7, 1, 64), (2, 2), (3, 3), lowering="stacked") == "native"
-    # oneDNN's handlers here are float32 and CPU only: elsewhere "onednn" means "auto"
-    assert pick(16, (7, 7, 7, 3, 64), (1, 2, 2), (3, 3, 3), dtype=jnp.bfloat16) == "stacked"
+    # bf16 where the CPU has bf16 instructions: every convolution, the thin stems stacked on
+    # channels, the padded last stages too (XLA's bf16 taps are the slower ones)
+    bf16 = functools.partial(pick, dtype=jnp.bfloat16, preferred=True)
+    assert bf16(16, (7, 7, 7, 3, 64), (1, 2, 2), (3, 3, 3)) == "onednn_stacked"
+    assert bf16(16, (3, 7, 7, 3, 64), (1, 2, 2), (1, 3, 3)) == "onednn_stacked"
+    assert bf16(8, (3, 3, 3, 64, 64), (1, 1, 1), (1, 1, 1)) == "onednn"
+    assert bf16(1, (3, 3, 3, 512, 512), (1, 1, 1), (1, 1, 1)) == "onednn"
+    assert bf16(None, (7, 7, 1, 64), (2, 2), (3, 3)) == "onednn"
+    assert bf16(None, (7, 7, 1, 64), (2, 2), (3, 3), lowering="stacked") == "native"
+    # elsewhere (bf16 without those instructions, a GPU) "onednn" means "auto"
+    assert bf16(16, (7, 7, 7, 3, 64), (1, 2, 2), (3, 3, 3), preferred=False) == "stacked"
+    assert bf16(1, (3, 3, 3, 512, 512), (1, 1, 1), (1, 1, 1), preferred=False) == "taps"
+    assert bf16(None, (7, 7, 1, 64), (2, 2), (3, 3), preferred=False) == "native"
+    assert bf16(16, (7, 7, 7, 3, 64), (1, 2, 2), (3, 3, 3), "gpu") == "native"
     assert pick(16, (7, 7, 7, 3, 64), (1, 2, 2), (3, 3, 3), "gpu") == "native"
     assert pick(None, (7, 7, 1, 64), (2, 2), (3, 3), "gpu") == "native"
 
@@ -232,8 +256,10 @@ def test_auto_sends_large_float32_cpu_convolutions_to_onednn_where_preferred():
     assert forward_flops(*stem) == 2 * 2 * 16 * 56 * 56 * 7 * 7 * 7 * 3 * 64
     assert auto(*stem) == "onednn"
     assert auto(*stem, preferred=False) == "stacked"
-    assert auto(*stem, dtype=jnp.bfloat16) == "stacked"
+    assert auto(*stem, dtype=jnp.bfloat16) == "onednn_stacked"  # bf16 instructions
+    assert auto(*stem, dtype=jnp.bfloat16, preferred=False) == "stacked"
     assert auto(*stem, backend="gpu") == "native"
+    assert auto(*stem, backend="gpu", dtype=jnp.bfloat16) == "native"
     # the paper's last stage: oneDNN's own rule keeps taps at 2 frames
     assert auto((2, 2, 7, 7, 512), (3, 3, 3, 512, 512), (1, 1, 1), (1, 1, 1)) == "taps"
     # the aural net's 2D convolutions at 224x224
@@ -242,6 +268,12 @@ def test_auto_sends_large_float32_cpu_convolutions_to_onednn_where_preferred():
     small = ((1, 8, 32, 32, 4), (3, 3, 3, 4, 4), (1, 1, 1), (1, 1, 1))
     assert forward_flops(*small) < ONEDNN_AUTO_MIN_FLOPS and auto(*small) == "stacked"
     assert auto((2, 32, 32, 1), (7, 7, 1, 4), (2, 2), (3, 3)) == "native"
+    # ... but in bf16 every size goes there (XLA's bf16 convolutions are slower still)
+    small_wide = ((1, 4, 8, 8, 32), (3, 3, 3, 32, 32), (1, 1, 1), (1, 1, 1))
+    assert forward_flops(*small_wide) < ONEDNN_AUTO_MIN_FLOPS
+    assert auto(*small_wide, dtype=jnp.bfloat16) == "onednn"
+    assert auto(*small, dtype=jnp.bfloat16) == "onednn_stacked"  # 12 stacked channels
+    assert auto((2, 32, 32, 1), (7, 7, 1, 4), (2, 2), (3, 3), dtype=jnp.bfloat16) == "onednn"
 
 
 def test_rejects_unknown_lowering():

@@ -1,6 +1,7 @@
 """oneDNN's convolutions through XLA's FFI: the same values and gradients as XLA's, in 2D and
-3D, under jit, pmap and vmap, inside the model; bf16 falls back to XLA; a missing oneDNN is
-one clear line."""
+3D, under jit, pmap and vmap, inside the model; bf16 against XLA's float32 on the same rounded
+values, and XLA's where the CPU has no bf16 instructions; a missing oneDNN is one clear line."""
+import functools
 from pathlib import Path
 
 import jax
@@ -127,16 +128,60 @@ def test_skill_model_logits_and_gradients_match_xla():
     assert onednn.TARGETS["forward"] not in program("auto")
 
 
-def test_bf16_and_other_backends_fall_back_to_xla():
+needs_onednn_bf16 = pytest.mark.skipif(
+    not onednn.preferred(jnp.bfloat16),
+    reason="oneDNN's bf16 convolutions need oneDNN and a CPU with bf16 instructions")
+
+
+@needs_onednn_bf16
+@pytest.mark.parametrize("kernel_dtype", [jnp.bfloat16, jnp.float32])
+@pytest.mark.parametrize("name", CONVS)
+def test_bf16_matches_xla_float32_on_the_rounded_inputs(name, kernel_dtype):
+    """bf16 activations, the kernel in bf16 or float32 (a float32 parameter, which oneDNN
+    rounds while reordering it): every product is exact in float32 and oneDNN accumulates in
+    float32, so against XLA's float32 convolution of the same rounded values the only error is
+    the bf16 rounding of y and dx, and float32 summation order for a float32 dw."""
+    x, w, stride, pad = _case(name)
+    x = np.asarray(jnp.asarray(x, jnp.bfloat16).astype(jnp.float32))
+    w = np.asarray(jnp.asarray(w, jnp.bfloat16).astype(jnp.float32))
+
+    def run(x, w, lowering):
+        y, vjp = jax.vjp(lambda x, w: convolve(x, w, stride, pad, lowering), x, w)
+        cotangent = jnp.cos(jnp.arange(y.size, dtype=jnp.float32)).reshape(y.shape)
+        return (y,) + vjp(cotangent.astype(jnp.bfloat16).astype(y.dtype))
+    bf16 = jax.jit(functools.partial(run, lowering="onednn"))
+    got = bf16(x.astype(jnp.bfloat16), w.astype(kernel_dtype))
+    assert onednn.TARGETS["forward"] in bf16.lower(x.astype(jnp.bfloat16),
+                                                   w.astype(kernel_dtype)).as_text()
+    want = jax.jit(functools.partial(run, lowering="native"))(x, w)
+    assert [g.dtype for g in got] == [jnp.bfloat16, jnp.bfloat16, jnp.dtype(kernel_dtype)]
+    for what, g, r in zip(("y", "dx", "dw"), got, want):
+        exact = what == "dw" and kernel_dtype == jnp.float32
+        _assert_close(np.asarray(g, np.float32), np.asarray(r), 1e-5 if exact else 8e-3,
+                      f"{name} {what}")
+
+
+def test_bf16_without_bf16_instructions_stays_with_xla(monkeypatch):
+    monkeypatch.setattr(onednn, "preferred", lambda dtype=jnp.float32: dtype == jnp.float32)
     x, w, stride, pad = _case("3x3x3")
-    got = jax.jit(lambda x, w: convolve(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16),
-                                        stride, pad, "onednn"))(x, w)
+    conv = jax.jit(lambda x, w: convolve(x.astype(jnp.bfloat16), w, stride, pad, "onednn"))
+    got = conv(x, w)
     assert got.dtype == jnp.bfloat16
+    assert onednn.TARGETS["forward"] not in conv.lower(x, w).as_text()
     want = jax.jit(lambda x, w: convolve(x, w, stride, pad, "native"))(x, w)
     _assert_close(np.asarray(got, np.float32), np.asarray(want), 2e-2, "bf16")
-    text = jax.jit(lambda x, w: convolve(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16),
-                                         stride, pad, "onednn")).lower(x, w).as_text()
-    assert onednn.TARGETS["forward"] not in text
+
+
+@needs_onednn
+def test_other_dtypes_are_refused_in_one_line(monkeypatch):
+    x, w, stride, pad = _case("3x3x3")
+    with pytest.raises(TypeError, match="kernel bfloat16 with input float32"):
+        onednn.convolution(jnp.asarray(x), jnp.asarray(w, jnp.bfloat16), stride, pad)
+    with pytest.raises(TypeError, match="got float16"):
+        onednn.convolution(jnp.asarray(x, jnp.float16), jnp.asarray(w), stride, pad)
+    monkeypatch.setattr(onednn, "preferred", lambda dtype=jnp.float32: dtype == jnp.float32)
+    with pytest.raises(TypeError, match="bfloat16 on a CPU with bfloat16 instructions"):
+        onednn.convolution(jnp.asarray(x, jnp.bfloat16), jnp.asarray(w), stride, pad)
 
 
 @pytest.fixture
@@ -179,6 +224,7 @@ def test_preferred_where_the_cpu_has_avx512():
             flags.update(line.split(":", 1)[1].split())
     avx512_core = {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags
     assert onednn.preferred() == avx512_core
+    assert onednn.preferred(jnp.bfloat16) == (avx512_core and "avx512_bf16" in flags)
 
 
 def test_the_environment_can_turn_it_off(monkeypatch):

@@ -1,5 +1,5 @@
 """oneDNN's max-pool through XLA's FFI: the same values and gradients as XLA's form (to the
-bit, ties included), under jit, pmap and vmap; who computes a max-pool ("auto", sizes, dtypes,
+bit, ties included, float32 and bf16), under jit, pmap and vmap; who computes a max-pool ("auto", sizes, dtypes,
 backends)."""
 import jax
 import jax.numpy as jnp
@@ -43,6 +43,19 @@ def test_values_and_gradients_equal_xla_with_ties(name):
         np.testing.assert_array_equal(g, r, f"{name} {what}")
 
 
+@pytest.mark.skipif(not onednn.preferred(jnp.bfloat16),
+                    reason="oneDNN's bf16 max-pool needs a CPU with bf16 instructions")
+@pytest.mark.parametrize("name", ["3D stem, odd sizes", "2D stem"])
+def test_bf16_values_and_gradients_equal_xla_with_ties(name):
+    shape, window, stride, padding = POOLS[name]
+    x = np.random.default_rng(0).integers(-2, 2, shape).astype(jnp.bfloat16)
+    want = _pool_and_gradient("native", x, window, stride, padding)
+    got = _pool_and_gradient("onednn", x, window, stride, padding)
+    for what, g, r in zip(("y", "dx"), got, want):
+        assert g.dtype == jnp.bfloat16, what
+        np.testing.assert_array_equal(g, r, f"{name} {what}")
+
+
 @needs_onednn
 def test_pmap_and_vmap():
     x = np.random.default_rng(1).standard_normal((2, 5, 9, 7, 3)).astype(np.float32)
@@ -61,7 +74,12 @@ def test_who_computes_a_max_pool():
     assert resolve_max_pool("auto", stem, 3, 2, 1, backend="cpu", onednn_preferred=True) == "onednn"
     assert resolve_max_pool("auto", stem, 3, 2, 1, backend="cpu", onednn_preferred=False) == "xla"
     assert resolve_max_pool("auto", stem, 3, 2, 1, backend="gpu", onednn_preferred=True) == "xla"
+    # bf16 where the CPU has bf16 instructions (else oneDNN would emulate them)
     assert resolve_max_pool("auto", stem, 3, 2, 1, backend="cpu", dtype=jnp.bfloat16,
+                            onednn_preferred=True) == "onednn"
+    assert resolve_max_pool("onednn", stem, 3, 2, 1, backend="cpu", dtype=jnp.bfloat16,
+                            onednn_preferred=False) == "xla"
+    assert resolve_max_pool("auto", stem, 3, 2, 1, backend="cpu", dtype=jnp.float16,
                             onednn_preferred=True) == "xla"
     small = (2, 8, 8, 8, 8)  # the tests' and the demo's models stay with XLA's form
     assert resolve_max_pool("auto", small, 3, 2, 1, backend="cpu", onednn_preferred=True) == "xla"
