@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pisa_jax.models import C3D, ResNet3D
-from pisa_jax.models.layers import BF16_STEM_CHANNELS, TorchConv
+from pisa_jax.models.layers import BF16_STEM_CHANNELS, TorchConv, stem_input_channels
 
 
 @pytest.mark.parametrize("lowering", ["native", "taps", "stacked"])
@@ -34,3 +34,14 @@ def test_bf16_stems_keep_the_float32_parameter_shapes(model):
     bf16_shapes = jax.eval_shape(lambda: bf16.init(jax.random.PRNGKey(0), x, train=False))
     assert bf16_shapes == shapes
     assert shapes["params"]["conv1"]["kernel"].shape[-2] == 3
+
+
+def test_bf16_stems_are_padded_for_gpus_only(monkeypatch):
+    """On a CPU oneDNN stacks a bf16 stem's taps on its 3 channels, where 8 were slower."""
+    assert stem_input_channels(jnp.float32) == 0
+    assert stem_input_channels(jnp.bfloat16) == (0 if jax.default_backend() == "cpu"
+                                                 else BF16_STEM_CHANNELS)
+    for backend, channels in (("cpu", 0), ("gpu", BF16_STEM_CHANNELS)):
+        monkeypatch.setattr(jax, "default_backend", lambda backend=backend: backend)
+        assert stem_input_channels(jnp.bfloat16) == channels
+        assert stem_input_channels(jnp.float32) == 0

@@ -61,6 +61,27 @@ def test_values_and_gradients_match_xla(name):
 
 
 @needs_onednn
+@pytest.mark.parametrize("name", ["T=1", "kernel longer than T"])
+def test_depth_taps_that_only_read_padding_are_left_out(name):
+    """The handlers leave out the depth taps no output frame reads inside the input (the 3x3x3
+    kernel's first and last at T = 1, the 7-tap kernel's outer two at T = 2): the same y and
+    dx, and their weight gradient exactly 0. Called directly: "onednn" keeps "taps" here."""
+    x, w, stride, pad = _case(name)
+
+    def run(conv):
+        def outputs(x, w):
+            y, vjp = jax.vjp(conv, x, w)
+            return (y,) + vjp(jnp.cos(jnp.arange(y.size, dtype=y.dtype)).reshape(y.shape))
+        return [np.asarray(a) for a in jax.jit(outputs)(x, w)]
+    got = run(lambda x, w: onednn.convolution(x, w, stride, pad))
+    want = run(lambda x, w: convolve(x, w, stride, pad, "native"))
+    for what, g, r in zip(("y", "dx", "dw"), got, want):
+        _assert_close(g, r, 2e-5, f"{name} {what}")
+    unused = [k for k in range(w.shape[0]) if not np.any(want[2][k])]
+    assert unused and not np.any(got[2][unused])
+
+
+@needs_onednn
 def test_runs_under_pmap_on_every_device():
     x, w, stride, pad = _case("3x3x3")
     devices = jax.local_device_count()
