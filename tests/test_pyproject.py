@@ -1,5 +1,5 @@
 """The package as pip installs it: every command's entry point exists, and the data the builder
-needs at run time (the shipped annotations) is package data."""
+needs at run time (the shipped annotations) and the native sources are package data."""
 import fnmatch
 import importlib
 import tomllib
@@ -27,6 +27,15 @@ def test_the_shipped_annotations_are_package_data():
     shipped = [p.relative_to(folder).as_posix() for p in (folder / "annotations").iterdir()]
     assert len(shipped) == 5
     assert all(any(fnmatch.fnmatch(f, pattern) for pattern in patterns) for f in shipped)
+
+
+def test_the_native_sources_are_package_data():
+    """The C++ handlers are compiled where the package is installed: every source and header."""
+    patterns = PROJECT["tool"]["setuptools"]["package-data"]["pisa_jax.native"]
+    folder = ROOT / "pisa_jax" / "native"
+    sources = [p.name for p in folder.iterdir() if p.suffix in (".cc", ".h")]
+    assert {"onednn_conv.cc", "onednn_pool.cc", "onednn_common.h", "adam.cc"} <= set(sources)
+    assert all(any(fnmatch.fnmatch(f, pattern) for pattern in patterns) for f in sources)
 
 
 def test_the_declared_licence_has_its_text():

@@ -11,8 +11,9 @@ padding), to float32 rounding; 2D convolutions run as 3D ones of depth 1.
 Where oneDNN comes from: the `onednn` extra (`pip install 'pisa-jax[onednn]'`: the wheels
 onednn-cpu-gomp and onednn-devel-cpu-gomp, which put libdnnl and its headers under the
 environment's prefix), or any oneDNN 3.x install named by `$PISA_JAX_ONEDNN_ROOT` (a prefix
-with include/oneapi/dnnl and lib/libdnnl.so). The handlers in `onednn_conv.cc` are compiled on
-first use (`pisa_jax.native.build`, a few seconds, then cached). `PISA_JAX_ONEDNN=off` in the
+with include/oneapi/dnnl and lib/libdnnl.so). The handlers in `onednn_conv.cc` and
+`onednn_pool.cc` are compiled on first use (`pisa_jax.native.build`, a few seconds, then
+cached). `PISA_JAX_ONEDNN=off` in the
 environment turns it off (then "auto" is XLA's own, e.g. to compare). oneDNN runs on its own OpenMP
 threads, one per core unless OMP_NUM_THREADS says otherwise.
 
@@ -50,6 +51,7 @@ import functools
 import os
 import sys
 from collections.abc import Sequence
+from typing import NamedTuple
 from pathlib import Path
 
 import jax
@@ -58,11 +60,19 @@ import numpy as np
 
 from pisa_jax.native.build import NativeBuildError, build_and_load
 
-SOURCE = Path(__file__).with_name("onednn_conv.cc")
+SOURCES = {"conv": Path(__file__).with_name("onednn_conv.cc"),
+           "pool": Path(__file__).with_name("onednn_pool.cc")}
+COMMON_HEADER = Path(__file__).with_name("onednn_common.h")
+# what the model calls -> the handler's symbol (max-pool ones in the pool library)
 TARGETS = {"forward": "PisaOnednnConvForward", "weight_gradient": "PisaOnednnConvWeightGradient",
            "input_gradient": "PisaOnednnConvInputGradient",
            "max_pool_forward": "PisaOnednnMaxPoolForward",
            "max_pool_backward": "PisaOnednnMaxPoolBackward"}
+
+
+class Libraries(NamedTuple):
+    conv: ctypes.CDLL
+    pool: ctypes.CDLL
 INSTALL_HINT = "pip install 'pisa-jax[onednn]'"
 _registered: set[str] = set()
 
@@ -72,8 +82,8 @@ def onednn_root() -> Path:
 
 
 @functools.lru_cache(maxsize=None)
-def _loaded() -> tuple[ctypes.CDLL | None, str | None]:
-    """Builds, loads and registers the handlers once per process: (the library, None) when
+def _loaded() -> tuple[Libraries | None, str | None]:
+    """Builds, loads and registers the handlers once per process: (the libraries, None) when
     they are ready, else (None, the reason they cannot be used)."""
     if os.environ.get("PISA_JAX_ONEDNN", "").lower() == "off":
         return None, "turned off by PISA_JAX_ONEDNN=off"
@@ -82,20 +92,23 @@ def _loaded() -> tuple[ctypes.CDLL | None, str | None]:
     if not (headers / "dnnl.hpp").exists() or not any((root / "lib").glob("libdnnl.so*")):
         return None, f"oneDNN not found under {root} ({INSTALL_HINT}, or set PISA_JAX_ONEDNN_ROOT)"
     try:
-        library = build_and_load(SOURCE, [str(root / "include")], str(root / "lib"), ["dnnl"],
-                                 headers=sorted(headers.glob("*.h*")))
+        libraries = Libraries(**{
+            name: build_and_load(source, [str(root / "include")], str(root / "lib"), ["dnnl"],
+                                 headers=[COMMON_HEADER, *sorted(headers.glob("*.h*"))])
+            for name, source in SOURCES.items()})
     except NativeBuildError as e:
         return None, str(e)
-    library.PisaOnednnMaxPoolWorkspaceBytes.restype = ctypes.c_int64
-    major = library.PisaOnednnMajorVersion()
+    libraries.pool.PisaOnednnMaxPoolWorkspaceBytes.restype = ctypes.c_int64
+    major = libraries.conv.PisaOnednnMajorVersion()
     if major != 3:
         return None, f"oneDNN {major}.x under {root}: this code is written for oneDNN 3.x"
     for name in TARGETS.values():
         if name not in _registered:  # once per process, even if _loaded runs again
+            library = libraries.pool if "MaxPool" in name else libraries.conv
             jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(library, name)),
                                         platform="cpu")
             _registered.add(name)
-    return library, None
+    return libraries, None
 
 
 def _load() -> str | None:
@@ -112,12 +125,12 @@ def preferred(dtype=jnp.float32) -> bool:
     bfloat16 (all of them): oneDNN is available and this CPU has bfloat16 instructions (AVX-512
     BF16 or AMX), which oneDNN's bfloat16 kernels need to run natively; elsewhere oneDNN would
     emulate them, so bfloat16 convolutions stay XLA's (and `supports` says no)."""
-    library, _ = _loaded()
-    if library is None:
+    libraries, _ = _loaded()
+    if libraries is None:
         return False
     if jnp.dtype(dtype) == jnp.bfloat16:
-        return bool(library.PisaOnednnHasBf16())
-    return jnp.dtype(dtype) == jnp.float32 and bool(library.PisaOnednnHasAvx512())
+        return bool(libraries.conv.PisaOnednnHasBf16())
+    return jnp.dtype(dtype) == jnp.float32 and bool(libraries.conv.PisaOnednnHasAvx512())
 
 
 def supports(dtype) -> bool:
@@ -253,9 +266,9 @@ def _pool_geometry(shape, dtype, window, strides, padding):
     high = _high_padding(shape, window, strides, padding)
     y_shape = (shape[0],) + tuple((shape[1 + i] + padding[i] + high[i] - window[i]) // strides[i]
                                   + 1 for i in range(3)) + (shape[-1],)
-    library, _ = _loaded()
+    libraries, _ = _loaded()
     ints = [(ctypes.c_int64 * len(v))(*v) for v in (shape, y_shape, window, strides, padding, high)]
-    workspace = library.PisaOnednnMaxPoolWorkspaceBytes(int(dtype == jnp.bfloat16), *ints)
+    workspace = libraries.pool.PisaOnednnMaxPoolWorkspaceBytes(int(dtype == jnp.bfloat16), *ints)
     if workspace < 0:
         raise ValueError(f"oneDNN has no max-pool of {shape} (window {window}, strides {strides})")
     return y_shape, high, workspace

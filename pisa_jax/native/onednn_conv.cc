@@ -1,5 +1,5 @@
 // XLA FFI handlers (CPU) that run a 3D convolution with oneDNN, in float32 or bfloat16: the
-// forward pass, the weight gradient and the input gradient; and a 3D max-pool with its gradient.
+// forward pass, the weight gradient and the input gradient (the max-pool: onednn_pool.cc).
 // Built and loaded by pisa_jax/native/onednn.py.
 //
 // Layouts are the project's: activations [N, D, H, W, C] (oneDNN's ndhwc), kernels
@@ -9,32 +9,21 @@
 // Activations are float32 or bfloat16 (both of a call's the same); a kernel or weight gradient
 // may be float32 beside bfloat16 activations: the reorder converts it (oneDNN's bfloat16
 // convolutions accumulate in float32 and write a float32 weight gradient where asked).
-// Attributes: strides, pad_lo, pad_hi (3 each, D H W); the max-pool also its window.
+// Attributes: strides, pad_lo, pad_hi (3 each, D H W).
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <initializer_list>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
-#include "oneapi/dnnl/dnnl.hpp"
-#include "xla/ffi/api/ffi.h"
-
-namespace ffi = xla::ffi;
-using dims = dnnl::memory::dims;
-using tag = dnnl::memory::format_tag;
+#include "onednn_common.h"
 
 namespace {
 
 enum Kind { kForward = 0, kWeightGradient = 1, kInputGradient = 2 };
-
-dnnl::engine& Engine() {
-  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  return engine;
-}
 
 // A primitive and the layouts it wants, made once per kind and shape (making one JIT-compiles
 // its kernel). Its scratchpad is the calling thread's: XLA may run two convolutions at once.
@@ -51,20 +40,6 @@ struct Entry {
 
 std::mutex cache_mutex;
 std::map<std::string, std::shared_ptr<Entry>> cache;
-
-using dt = dnnl::memory::data_type;
-
-// A primitive's cache key: its kind (< 0 for a max-pool), its data types and every dims list
-// it is made from.
-std::string Key(int kind, std::initializer_list<dt> types, std::initializer_list<const dims*> parts) {
-  std::string key = std::to_string(kind);
-  for (dt t : types) key += ':' + std::to_string(static_cast<int>(t));
-  for (const dims* d : parts) {
-    key += '|';
-    for (auto v : *d) key += std::to_string(v) + ',';
-  }
-  return key;
-}
 
 // The kernel the convolution itself reads is of the activations' type (the reorder converts the
 // project's); the weight gradient is written in the project's kernel type (oneDNN accumulates a
@@ -113,18 +88,6 @@ void* Grow(std::vector<char>& buffer, const dnnl::memory::desc& desc) {
   if (buffer.size() < size) buffer.resize(size);
   auto address = reinterpret_cast<uintptr_t>(buffer.data());
   return reinterpret_cast<void*>((address + 63) & ~uintptr_t(63));
-}
-
-// NDHWC dims -> oneDNN's logical order (N, C, D, H, W); DHWIO -> (O, I, D, H, W).
-dims Activation(ffi::Span<const int64_t> d) { return {d[0], d[4], d[1], d[2], d[3]}; }
-dims Kernel(ffi::Span<const int64_t> d) { return {d[4], d[3], d[0], d[1], d[2]}; }
-dims Vector(ffi::Span<const int64_t> v) { return dims(v.begin(), v.end()); }
-
-// oneDNN's type for a buffer's (float32 or bfloat16; anything else is refused before).
-dt Type(ffi::DataType type) { return type == ffi::DataType::BF16 ? dt::bf16 : dt::f32; }
-
-bool Supported(ffi::DataType type) {
-  return type == ffi::DataType::F32 || type == ffi::DataType::BF16;
 }
 
 // kForward: out = conv(a = x, b = w); kWeightGradient: out = dw from (a = x, b = dy);
@@ -247,10 +210,6 @@ ffi::Error Run(int kind, dt activations, dt kernel, const dims& x_dims, const di
                       kernel_used, out);
 }
 
-using Any = ffi::AnyBuffer;
-using Out = ffi::Result<ffi::AnyBuffer>;
-using Ints = ffi::Span<const int64_t>;
-
 // The types a call may have: activations float32 or bfloat16, all alike; the kernel (or weight
 // gradient) the activations' type or float32.
 ffi::Error CheckTypes(const char* what, ffi::DataType a, ffi::DataType b, ffi::DataType kernel) {
@@ -289,80 +248,6 @@ ffi::Error InputGradient(Any dy, Any w, Out dx, Ints s, Ints lo, Ints hi) {
              dx->untyped_data());
 }
 
-
-// Max-pool: the forward pass also writes oneDNN's workspace (where each window's maximum is, in
-// a layout of oneDNN's), which the backward pass reads to route the gradient.
-struct PoolEntry {
-  std::unique_ptr<dnnl::pooling_forward> forward;
-  std::unique_ptr<dnnl::pooling_backward> backward;
-  dnnl::memory::desc x, y, workspace;
-};
-
-std::map<std::string, std::shared_ptr<PoolEntry>> pool_cache;
-
-std::shared_ptr<PoolEntry> Pool(dt type, const dims& x_dims, const dims& y_dims, const dims& k,
-                                const dims& s, const dims& lo, const dims& hi) {
-  const std::string key = Key(-1, {type}, {&x_dims, &y_dims, &k, &s, &lo, &hi});
-  std::lock_guard<std::mutex> lock(cache_mutex);
-  auto found = pool_cache.find(key);
-  if (found != pool_cache.end()) return found->second;
-  auto entry = std::make_shared<PoolEntry>();
-  entry->x = dnnl::memory::desc(x_dims, type, tag::ndhwc);
-  entry->y = dnnl::memory::desc(y_dims, type, tag::ndhwc);
-  const dims dilation = {0, 0, 0};
-  auto forward = dnnl::pooling_forward::primitive_desc(
-      Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::pooling_max, entry->x,
-      entry->y, s, k, dilation, lo, hi);
-  auto backward = dnnl::pooling_backward::primitive_desc(
-      Engine(), dnnl::algorithm::pooling_max, entry->x, entry->y, s, k, dilation, lo, hi, forward);
-  entry->workspace = forward.workspace_desc();
-  entry->forward = std::make_unique<dnnl::pooling_forward>(forward);
-  entry->backward = std::make_unique<dnnl::pooling_backward>(backward);
-  pool_cache.emplace(key, entry);
-  return entry;
-}
-
-ffi::Error MaxPool(bool backward, ffi::DataType a_type, ffi::DataType out_type,
-                   const dims& x_dims, const dims& y_dims, Ints k, Ints s, Ints lo, Ints hi,
-                   void* a, void* workspace, void* out) {
-  if (!Supported(a_type) || a_type != out_type) {
-    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
-                      "oneDNN max-pool: float32 or bfloat16 input and output, alike");
-  }
-  try {
-    auto entry = Pool(Type(a_type), x_dims, y_dims, Vector(k), Vector(s), Vector(lo), Vector(hi));
-    thread_local dnnl::stream stream(Engine());
-    dnnl::memory ws(entry->workspace, Engine(), workspace);
-    if (backward) {
-      dnnl::memory dy(entry->y, Engine(), a), dx(entry->x, Engine(), out);
-      entry->backward->execute(stream, {{DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_WORKSPACE, ws},
-                                        {DNNL_ARG_DIFF_SRC, dx}});
-    } else {
-      dnnl::memory x(entry->x, Engine(), a), y(entry->y, Engine(), out);
-      entry->forward->execute(stream, {{DNNL_ARG_SRC, x}, {DNNL_ARG_DST, y},
-                                       {DNNL_ARG_WORKSPACE, ws}});
-    }
-    stream.wait();
-  } catch (const dnnl::error& e) {
-    return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN max-pool: ") + e.what());
-  }
-  return ffi::Error::Success();
-}
-
-ffi::Error MaxPoolForward(Any x, Out y, ffi::ResultBuffer<ffi::U8> ws, Ints k, Ints s, Ints lo,
-                          Ints hi) {
-  return MaxPool(false, x.element_type(), y->element_type(), Activation(x.dimensions()),
-                 Activation(y->dimensions()), k, s, lo, hi, x.untyped_data(), ws->typed_data(),
-                 y->untyped_data());
-}
-
-ffi::Error MaxPoolBackward(Any dy, ffi::Buffer<ffi::U8> ws, Out dx, Ints k, Ints s, Ints lo,
-                           Ints hi) {
-  return MaxPool(true, dy.element_type(), dx->element_type(), Activation(dx->dimensions()),
-                 Activation(dy.dimensions()), k, s, lo, hi, dy.untyped_data(), ws.typed_data(),
-                 dx->untyped_data());
-}
-
 }  // namespace
 
 #define PISA_BIND                                                                      \
@@ -372,14 +257,6 @@ ffi::Error MaxPoolBackward(Any dy, ffi::Buffer<ffi::U8> ws, Out dx, Ints k, Ints
 XLA_FFI_DEFINE_HANDLER_SYMBOL(PisaOnednnConvForward, Forward, PISA_BIND);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(PisaOnednnConvWeightGradient, WeightGradient, PISA_BIND);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(PisaOnednnConvInputGradient, InputGradient, PISA_BIND);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(PisaOnednnMaxPoolForward, MaxPoolForward,
-                              ffi::Ffi::Bind().Arg<Any>().Ret<Any>().Ret<ffi::Buffer<ffi::U8>>()
-                                  .Attr<Ints>("window").Attr<Ints>("strides")
-                                  .Attr<Ints>("pad_lo").Attr<Ints>("pad_hi"));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(PisaOnednnMaxPoolBackward, MaxPoolBackward,
-                              ffi::Ffi::Bind().Arg<Any>().Arg<ffi::Buffer<ffi::U8>>().Ret<Any>()
-                                  .Attr<Ints>("window").Attr<Ints>("strides")
-                                  .Attr<Ints>("pad_lo").Attr<Ints>("pad_hi"));
 
 extern "C" int PisaOnednnMajorVersion() { return dnnl_version()->major; }
 
@@ -393,22 +270,4 @@ extern "C" int PisaOnednnHasAvx512() {
 extern "C" int PisaOnednnHasBf16() {
   return (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core_bf16) ==
          dnnl_cpu_isa_avx512_core_bf16;
-}
-
-// The bytes of the max-pool's workspace for x [N, D, H, W, C] -> y (NDHWC dims, 5 each; window,
-// strides, pads 3 each), in bfloat16 if `bfloat16` else float32, or -1 where oneDNN has no such
-// max-pool.
-extern "C" int64_t PisaOnednnMaxPoolWorkspaceBytes(int bfloat16, const int64_t* x,
-                                                   const int64_t* y, const int64_t* k,
-                                                   const int64_t* s, const int64_t* lo,
-                                                   const int64_t* hi) {
-  try {
-    auto to = [](const int64_t* d, int n) { return dims(d, d + n); };
-    auto entry = Pool(bfloat16 ? dt::bf16 : dt::f32, Activation(ffi::Span<const int64_t>(x, 5)),
-                      Activation(ffi::Span<const int64_t>(y, 5)), to(k, 3), to(s, 3), to(lo, 3),
-                      to(hi, 3));
-    return static_cast<int64_t>(entry->workspace.get_size());
-  } catch (const dnnl::error&) {
-    return -1;
-  }
 }

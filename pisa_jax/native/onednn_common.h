@@ -1,0 +1,52 @@
+// What the oneDNN handlers (onednn_conv.cc, onednn_pool.cc) share: the engine, primitive cache
+// keys, and the mapping from XLA FFI buffers to oneDNN's dims and data types. Each library gets
+// its own copy (everything here is internal to the including file).
+#pragma once
+
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+
+#include "oneapi/dnnl/dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+using dims = dnnl::memory::dims;
+using tag = dnnl::memory::format_tag;
+using dt = dnnl::memory::data_type;
+using Any = ffi::AnyBuffer;
+using Out = ffi::Result<ffi::AnyBuffer>;
+using Ints = ffi::Span<const int64_t>;
+
+namespace {
+
+dnnl::engine& Engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+// A primitive's cache key: its kind, its data types and every dims list it is made from.
+std::string Key(int kind, std::initializer_list<dt> types,
+                std::initializer_list<const dims*> parts) {
+  std::string key = std::to_string(kind);
+  for (dt t : types) key += ':' + std::to_string(static_cast<int>(t));
+  for (const dims* d : parts) {
+    key += '|';
+    for (auto v : *d) key += std::to_string(v) + ',';
+  }
+  return key;
+}
+
+// NDHWC dims -> oneDNN's logical order (N, C, D, H, W); DHWIO -> (O, I, D, H, W).
+dims Activation(Ints d) { return {d[0], d[4], d[1], d[2], d[3]}; }
+dims Kernel(Ints d) { return {d[4], d[3], d[0], d[1], d[2]}; }
+dims Vector(Ints v) { return dims(v.begin(), v.end()); }
+
+// oneDNN's type for a buffer's (float32 or bfloat16; `Supported` refuses anything else first).
+dt Type(ffi::DataType type) { return type == ffi::DataType::BF16 ? dt::bf16 : dt::f32; }
+
+bool Supported(ffi::DataType type) {
+  return type == ffi::DataType::F32 || type == ffi::DataType::BF16;
+}
+
+}  // namespace
