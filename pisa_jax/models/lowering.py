@@ -22,7 +22,7 @@ A kernel with kt == 1 (e.g. the 1x1x1 shortcut) is the same 2D convolution in bo
   "stacked" with oneDNN's 2D convolution ("onednn_stacked": 21 channels for the 3-channel 7x7x7
   stem, 71 ms forward + weight gradient against 109 for the 3D form with 8 padded channels):
   XLA CPU's own bf16 convolutions ran 3-5x slower than its float32 ones, so oneDNN's bf16 made
-  the paper's first benchmark step 3.6x faster (README). Elsewhere (a GPU; bf16 without those
+  the paper's first benchmark step 3.2x faster (README). Elsewhere (a GPU; bf16 without those
   instructions) it is "auto".
 "auto" picks per backend and shape, at trace time (`jax.default_backend()`):
 - CPU, float32, a forward pass of at least ONEDNN_AUTO_MIN_FLOPS, where oneDNN is installed and
