@@ -30,6 +30,9 @@ LAYERS = {
     "r3d18 layer3": ((2, 7, 7, 256), (3, 3, 3), 256, (1, 1, 1), (1, 1, 1)),
     "r3d18 layer4": ((1, 4, 4, 512), (3, 3, 3), 512, (1, 1, 1), (1, 1, 1)),
     "c3d conv2": ((16, 56, 56, 64), (3, 3, 3), 128, (1, 1, 1), (1, 1, 1)),
+    # 2D, [H, W, C] per spectrogram (oneDNN 3.2's AMX bf16 once got this one's weight gradient
+    # wrong on a CPU: see pisa_jax/native/onednn_conv.cc)
+    "r18-2d conv1 (aural stem)": ((224, 224, 1), (7, 7), 64, (2, 2), (3, 3)),
 }
 # Max |bf16 - float32| / max |float32| allowed: bf16 rounds inputs and outputs to ~4e-3
 # relative; a broken kernel is off by O(1).
@@ -113,18 +116,18 @@ def main() -> int:
     failed = False
     for name, (shape, kernel, out, stride, padding) in LAYERS.items():
         if args.tiny:
-            t, h, w, c = shape
-            shape = (t, max(h // 4, 4), max(w // 4, 4), c if c == 3 else max(c // 4, 4))
+            *t, h, w, c = shape
+            shape = (*t, max(h // 4, 4), max(w // 4, 4), c if c <= 3 else max(c // 4, 4))
             out = max(out // 4, 4)
         errors = conv_errors(shape, kernel, out, stride, padding, args.clips, args.lowering)
-        worst = max(errors.values())
-        failed |= worst > CONV_BOUND
+        worst = max(errors.values(), key=lambda e: np.inf if np.isnan(e) else e)
+        failed |= not worst <= CONV_BOUND  # NaN fails too
         values = " / ".join(f"{errors[k]:.2e}" for k in ("y", "dx", "dw"))
         print(f"| {name} {args.clips}x{'x'.join(map(str, shape))} -> {out} | {values} | "
               f"{CONV_BOUND:.0e} | {'PASS' if worst <= CONV_BOUND else 'FAIL'} |", flush=True)
     if not args.no_model:
         for name, error in model_errors(args.tiny, args.clips, args.lowering).items():
-            failed |= error > MODEL_BOUND
+            failed |= not error <= MODEL_BOUND
             print(f"| R18+R18 forward: {name} | {error:.2e} | {MODEL_BOUND:.0e} | "
                   f"{'PASS' if error <= MODEL_BOUND else 'FAIL'} |")
     print("bf16 check: " + ("FAIL (bf16 convolutions disagree with float32 on this device: "

@@ -182,6 +182,26 @@ def test_bf16_matches_xla_float32_on_the_rounded_inputs(name, kernel_dtype):
                       f"{name} {what}")
 
 
+@needs_onednn
+@pytest.mark.parametrize("dtype", [jnp.float32, pytest.param(jnp.bfloat16, marks=needs_onednn_bf16)])
+def test_large_2d_weight_gradient(dtype):
+    """The aural stem at the paper's size (7x7 stride 2 over 2 x 224^2, 1 channel): oneDNN
+    3.2's AMX bf16 weight gradient of the batched 1-deep form gave inf/NaN here, so the
+    handlers put the batch on the depth axis."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((2, 224, 224, 1)), dtype).astype(jnp.float32)
+    w = jnp.asarray(rng.standard_normal((7, 7, 1, 64)) / 7, dtype).astype(jnp.float32)
+
+    def weight_gradient(x, w, lowering):
+        y, vjp = jax.vjp(lambda w: convolve(x, w, (2, 2), (3, 3), lowering), w)
+        cotangent = jnp.cos(jnp.arange(y.size, dtype=jnp.float32)).reshape(y.shape)
+        return vjp(cotangent.astype(dtype).astype(y.dtype))[0]
+    got = jax.jit(functools.partial(weight_gradient, lowering="onednn"))(x.astype(dtype), w)
+    want = jax.jit(functools.partial(weight_gradient, lowering="native"))(x, w)
+    assert got.dtype == jnp.float32
+    _assert_close(np.asarray(got), np.asarray(want), 1e-5, f"{dtype} dw")
+
+
 def test_bf16_without_bf16_instructions_stays_with_xla(monkeypatch):
     monkeypatch.setattr(onednn, "preferred", lambda dtype=jnp.float32: dtype == jnp.float32)
     x, w, stride, pad = _case("3x3x3")
