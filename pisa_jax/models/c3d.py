@@ -102,7 +102,7 @@ class C3D(nn.Module):
         if x.ndim != 5 or tuple(x.shape[1:]) != expected:
             raise ValueError(f"C3D(clip_shape={tuple(self.clip_shape)}) expects [N, "
                              f"{', '.join(map(str, expected))}], got shape {x.shape}")
-        # bf16: conv1's RGB input padded to 8 zero channels (zero weights), for the GPU's kernels.
+        # bf16 on a GPU: conv1's RGB input padded to 8 zero channels (zero weights)
         stem_channels = stem_input_channels(self.dtype)
         for names, width, window, padding in GROUPS:
             for name in names:

@@ -47,7 +47,7 @@ class ResNet3D(nn.Module):
         if x.ndim != 5:
             raise ValueError(f"ResNet3D expects [N, T, H, W, C], got shape {x.shape}")
         t_kernel, t_pad = (7, 3) if self.stem == "hara" else (3, 1)
-        # bf16: the RGB input padded to 8 zero channels (zero weights), for the GPU's kernels.
+        # bf16 on a GPU: the RGB input padded to 8 zero channels (zero weights)
         stem_channels = stem_input_channels(self.dtype)
         x = torch_conv(self.base_width, (t_kernel, 7, 7), (self.conv1_t_stride, 2, 2),
                        (t_pad, 3, 3), dtype=self.dtype, name="conv1",

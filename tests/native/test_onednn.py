@@ -183,7 +183,8 @@ def test_bf16_matches_xla_float32_on_the_rounded_inputs(name, kernel_dtype):
 
 
 @needs_onednn
-@pytest.mark.parametrize("dtype", [jnp.float32, pytest.param(jnp.bfloat16, marks=needs_onednn_bf16)])
+@pytest.mark.parametrize("dtype",
+                         [jnp.float32, pytest.param(jnp.bfloat16, marks=needs_onednn_bf16)])
 def test_large_2d_weight_gradient(dtype):
     """The aural stem at the paper's size (7x7 stride 2 over 2 x 224^2, 1 channel): oneDNN
     3.2's AMX bf16 weight gradient of the batched 1-deep form gave inf/NaN here, so the

@@ -1,6 +1,6 @@
 """oneDNN's max-pool through XLA's FFI: the same values and gradients as XLA's form (to the
-bit, ties included, float32 and bf16), under jit, pmap and vmap; who computes a max-pool ("auto", sizes, dtypes,
-backends)."""
+bit, ties included, float32 and bf16), under jit, pmap and vmap; who computes a max-pool
+("auto", sizes, dtypes, backends)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
