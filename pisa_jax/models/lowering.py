@@ -20,7 +20,8 @@ A kernel with kt == 1 (e.g. the 1x1x1 shortcut) is the same 2D convolution in bo
   an AVX2 one (README, *Measured figures*). In bf16 on a CPU with bf16 instructions (AVX-512
   BF16, AMX) every convolution runs in oneDNN, last stages included, and the thin stems as
   "stacked" with oneDNN's 2D convolution ("onednn_stacked": 21 channels for the 3-channel 7x7x7
-  stem, 71 ms forward + weight gradient against 109 for the 3D form with 8 padded channels):
+  stem; at 4 clips its forward took 27 ms where the 3D form took 47-56, its weight gradient the
+  same ~45, the stacking counted once in each):
   XLA CPU's own bf16 convolutions ran 3-5x slower than its float32 ones, so oneDNN's bf16 made
   the paper's first benchmark step 3.2x faster (README). Elsewhere (a GPU; bf16 without those
   instructions) it is "auto".
