@@ -13,9 +13,9 @@ onednn-cpu-gomp and onednn-devel-cpu-gomp, which put libdnnl and its headers und
 environment's prefix), or any oneDNN 3.x install named by `$PISA_JAX_ONEDNN_ROOT` (a prefix
 with include/oneapi/dnnl and lib/libdnnl.so). The handlers in `onednn_conv.cc` and
 `onednn_pool.cc` are compiled on first use (`pisa_jax.native.build`, a few seconds, then
-cached). `PISA_JAX_ONEDNN=off` in the
-environment turns it off (then "auto" is XLA's own, e.g. to compare). oneDNN runs on its own OpenMP
-threads, one per core unless OMP_NUM_THREADS says otherwise.
+cached). `PISA_JAX_ONEDNN=off` in the environment turns it off (then "auto" is XLA's own, e.g.
+to compare). oneDNN runs on its own OpenMP threads, one per core unless OMP_NUM_THREADS says
+otherwise.
 
 Forward + backward per layer against XLA's two forms and PyTorch (2-core AMD EPYC, Zen 4,
 AVX-512, tcmalloc, jax 0.10.2, oneDNN 3.2 from onednn-cpu-gomp 2023.2, torch 2.14.1; 4 clips;
@@ -51,8 +51,8 @@ import functools
 import os
 import sys
 from collections.abc import Sequence
-from typing import NamedTuple
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -68,13 +68,14 @@ TARGETS = {"forward": "PisaOnednnConvForward", "weight_gradient": "PisaOnednnCon
            "input_gradient": "PisaOnednnConvInputGradient",
            "max_pool_forward": "PisaOnednnMaxPoolForward",
            "max_pool_backward": "PisaOnednnMaxPoolBackward"}
+INSTALL_HINT = "pip install 'pisa-jax[onednn]'"
+_registered: set[str] = set()
 
 
 class Libraries(NamedTuple):
+    """The built handlers: the convolutions' (`onednn_conv.cc`) and the max-pool's."""
     conv: ctypes.CDLL
     pool: ctypes.CDLL
-INSTALL_HINT = "pip install 'pisa-jax[onednn]'"
-_registered: set[str] = set()
 
 
 def onednn_root() -> Path:
@@ -102,9 +103,9 @@ def _loaded() -> tuple[Libraries | None, str | None]:
     major = libraries.conv.PisaOnednnMajorVersion()
     if major != 3:
         return None, f"oneDNN {major}.x under {root}: this code is written for oneDNN 3.x"
-    for name in TARGETS.values():
+    for target, name in TARGETS.items():
         if name not in _registered:  # once per process, even if _loaded runs again
-            library = libraries.pool if "MaxPool" in name else libraries.conv
+            library = libraries.pool if target.startswith("max_pool") else libraries.conv
             jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(library, name)),
                                         platform="cpu")
             _registered.add(name)
@@ -237,9 +238,8 @@ def max_pool_high_padding(size: int, window: int, stride: int, padding: int) -> 
 def max_pool(x: jnp.ndarray, window: int, stride: int, padding: int) -> jnp.ndarray:
     """`torch.nn.MaxPoolNd(window, stride, padding)` (floor mode, the padding never the maximum)
     on x [N, *spatial, C] (2 or 3 spatial dims), float32 (or bfloat16 where `supports` it) ->
-    [N, *spatial_out, C]. The gradient
-    goes to the first maximum of each window, as PyTorch's does. Every spatial dim's high padding
-    (`max_pool_high_padding`) must be >= 0."""
+    [N, *spatial_out, C]. The gradient goes to the first maximum of each window, as PyTorch's
+    does. Every spatial dim's high padding (`max_pool_high_padding`) must be >= 0."""
     check_available()
     _check_dtype("max-pool", x.dtype)
     if x.ndim == 4:  # 2D as depth 1: [N, H, W, C] -> [N, 1, H, W, C]

@@ -206,24 +206,24 @@ ffi::Error Run(int kind, dt activations, dt kernel, const dims& x_dims, const di
     y_used = {1, y_dims[1], y_dims[0], y_dims[3], y_dims[4]};
     s_used[0] = 1;
   }
-  if (taps.count == kd) {
-    return RunPrimitive(kind, activations, kernel, x_used, w_used, y_used, s_used, lo_used,
-                        hi_used, a, b, out);
-  }
-  // dhwio: one depth tap is a contiguous [kh, kw, I, O] block
-  const size_t tap_bytes = static_cast<size_t>(w_dims[0] * w_dims[1] * w_dims[3] * w_dims[4]) *
-                           (kernel == dt::bf16 ? 2 : 4);
+  // The kernel (or, for the weight gradient, its gradient) from the first tap used on; dhwio:
+  // one depth tap is a contiguous [kh, kw, I, O] block.
   char* kernel_base = static_cast<char*>(kind == kWeightGradient ? out : b);
-  char* kernel_used = kernel_base + taps.first * tap_bytes;
-  if (kind == kWeightGradient) {
-    std::memset(kernel_base, 0, taps.first * tap_bytes);
-    std::memset(kernel_used + taps.count * tap_bytes, 0,
-                (kd - taps.first - taps.count) * tap_bytes);
-    return RunPrimitive(kind, activations, kernel, x_used, w_used, y_used, s_used, lo_used,
-                        hi_used, a, b, kernel_used);
+  char* kernel_used = kernel_base;
+  if (taps.count != kd) {
+    const size_t tap_bytes =
+        static_cast<size_t>(w_dims[0] * w_dims[1] * w_dims[3] * w_dims[4]) *
+        (kernel == dt::bf16 ? 2 : 4);
+    kernel_used += taps.first * tap_bytes;
+    if (kind == kWeightGradient) {  // the taps left out get a zero gradient
+      std::memset(kernel_base, 0, taps.first * tap_bytes);
+      std::memset(kernel_used + taps.count * tap_bytes, 0,
+                  (kd - taps.first - taps.count) * tap_bytes);
+    }
   }
   return RunPrimitive(kind, activations, kernel, x_used, w_used, y_used, s_used, lo_used,
-                      hi_used, a, kernel_used, out);
+                      hi_used, a, kind == kWeightGradient ? b : kernel_used,
+                      kind == kWeightGradient ? kernel_used : out);
 }
 
 // The types a call may have: activations float32 or bfloat16, all alike; the kernel (or weight
