@@ -1,5 +1,6 @@
 """pisa_jax.models.batch_norm against flax.linen.BatchNorm (the layer it replaces): same
-variables, outputs, gradients and running averages, alone and synchronised over devices."""
+variables, outputs, gradients and running averages, alone and synchronised over devices, with
+its sums from the native one-pass handlers (CPU) and from XLA's reductions."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -8,8 +9,19 @@ import pytest
 from jax.sharding import Mesh, PartitionSpec
 
 from pisa_jax.models import batch_norm
+from pisa_jax.native import batch_norm_sums
 
 SHAPE = (4, 3, 5, 6, 8)  # [N, T, H, W, C]
+
+
+@pytest.fixture(params=["native", "xla"])
+def sums(request, monkeypatch):
+    """Who computes the layer's column sums: the native handlers (where they apply) or XLA."""
+    if request.param == "native" and not batch_norm_sums.applies(jnp.float32):
+        pytest.skip(f"native sums: {batch_norm_sums.unavailable_reason() or 'not on a CPU'}")
+    if request.param == "xla":
+        monkeypatch.setattr(batch_norm.batch_norm_sums, "applies", lambda dtype: False)
+    return request.param
 
 
 def flax_batch_norm(train, axis_name=None, dtype=jnp.float32):
@@ -59,7 +71,7 @@ def test_same_variables_as_flax():
     assert_trees_close(ours, theirs, 0, 0)
 
 
-def test_training_matches_flax():
+def test_training_matches_flax(sums):
     x, weight, variables = inputs()
     ours = loss_and_grads(project_batch_norm(True), x, weight, variables)
     theirs = loss_and_grads(flax_batch_norm(True), x, weight, variables)
@@ -82,7 +94,7 @@ def test_running_averages_not_updated_while_initialising():
     np.testing.assert_array_equal(variables["batch_stats"]["var"], np.ones(SHAPE[-1]))
 
 
-def test_bfloat16_output_dtype_and_float32_statistics():
+def test_bfloat16_output_dtype_and_float32_statistics(sums):
     x, weight, variables = inputs()
     y, stats, grads = loss_and_grads(project_batch_norm(True, dtype=jnp.bfloat16),
                                      x.astype(jnp.bfloat16), weight, variables)
@@ -113,7 +125,7 @@ def sharded_grads(layer, devices, x, weight, variables):
 
 
 @pytest.mark.parametrize("devices", [1, 4])
-def test_synchronised_over_devices(devices):
+def test_synchronised_over_devices(devices, sums):
     """With the batch split over devices the layer equals Flax's under the same split (per-device
     parameter gradients included: the train step averages them), and both equal the layer on
     the whole batch on one device."""
@@ -126,6 +138,19 @@ def test_synchronised_over_devices(devices):
     stats, d_params, d_x = ours
     d_params = jax.tree_util.tree_map(lambda g: g.sum(0), d_params)
     assert_trees_close((stats, d_params, d_x), (whole_stats, whole_params, whole_x), 2e-5, 2e-5)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_the_native_sums_run_in_both_passes(sums, dtype):
+    x, weight, variables = inputs()
+    layer = project_batch_norm(True, dtype=dtype)
+    program = jax.jit(lambda p, x: jax.grad(
+        lambda p: jnp.sum(layer.apply({"params": p, "batch_stats": variables["batch_stats"]},
+                                      x, mutable=["batch_stats"])[0] * weight))(p)).lower(
+        variables["params"], x.astype(dtype)).as_text()
+    native = sums == "native"
+    assert (batch_norm_sums.MOMENTS in program) == native
+    assert (batch_norm_sums.GRADIENT_SUMS in program) == native
 
 
 def test_column_sum():

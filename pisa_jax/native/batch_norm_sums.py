@@ -1,0 +1,68 @@
+"""BatchNorm's per-channel sums on the CPU in one pass each, called from XLA through its FFI.
+
+`pisa_jax.models.batch_norm` needs two column sums of [M, C] operands in the forward pass
+(x and x * x) and two in the backward pass (dy and dy * x_hat). XLA CPU reduces each from a
+materialised operand: x * x and dy * x_hat are written out and read back, five passes over
+memory where `batch_norm_sums.cc` makes one (x) and one (dy with x). Its sums accumulate in
+float64 and are rounded to float32 once.
+
+The handlers need only a C++ compiler: they are compiled on first use (`pisa_jax.native.build`,
+cached). `PISA_JAX_NATIVE_BATCH_NORM=off` turns them off, e.g. to compare.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from pisa_jax.native.build import NativeBuildError, build_and_load
+
+SOURCE = Path(__file__).with_name("batch_norm_sums.cc")
+MOMENTS = "PisaBatchNormMoments"
+GRADIENT_SUMS = "PisaBatchNormGradientSums"
+DTYPES = (jnp.float32, jnp.bfloat16)
+
+
+@functools.lru_cache(maxsize=None)
+def _loaded() -> str | None:
+    """Builds, loads and registers the handlers once per process: None when they are ready,
+    else the reason they cannot be used."""
+    if os.environ.get("PISA_JAX_NATIVE_BATCH_NORM", "").lower() == "off":
+        return "turned off by PISA_JAX_NATIVE_BATCH_NORM=off"
+    try:
+        library = build_and_load(SOURCE, [], str(SOURCE.parent), [], flags=["-O3"])
+    except NativeBuildError as e:
+        return str(e)
+    for target in (MOMENTS, GRADIENT_SUMS):
+        jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, target)),
+                                    platform="cpu")
+    return None
+
+
+def unavailable_reason() -> str | None:
+    return _loaded()
+
+
+def applies(dtype) -> bool:
+    """Whether the sums of a [M, C] operand of this dtype run here: on a CPU backend, float32
+    or bfloat16, with the handlers built."""
+    return (jax.default_backend() == "cpu" and any(jnp.dtype(dtype) == d for d in DTYPES)
+            and _loaded() is None)
+
+
+def moments(x: jnp.ndarray) -> jnp.ndarray:
+    """x [M, C] -> f32[2, C]: (sum of x, sum of x^2) over M."""
+    out = jax.ShapeDtypeStruct((2, x.shape[1]), jnp.float32)
+    return jax.ffi.ffi_call(MOMENTS, out, vmap_method="sequential")(x)
+
+
+def gradient_sums(dy: jnp.ndarray, x: jnp.ndarray, mean: jnp.ndarray,
+                  inverse_std: jnp.ndarray) -> jnp.ndarray:
+    """dy, x [M, C] (one dtype), mean and inverse_std f32[C] -> f32[2, C]: (sum of dy, sum of
+    dy * (x - mean) * inverse_std) over M."""
+    out = jax.ShapeDtypeStruct((2, x.shape[1]), jnp.float32)
+    return jax.ffi.ffi_call(GRADIENT_SUMS, out, vmap_method="sequential")(
+        dy, x, mean.astype(jnp.float32), inverse_std.astype(jnp.float32))

@@ -1,0 +1,111 @@
+"""BatchNorm's one-pass sums (pisa_jax.native.batch_norm_sums) against float64 NumPy, in float32
+and bf16, split over XLA's thread pool or not; and where they step aside."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pisa_jax.native import batch_norm_sums
+from pisa_jax.native.build import NativeBuildError
+
+needs_sums = pytest.mark.skipif(batch_norm_sums.unavailable_reason() is not None,
+                                reason=f"native sums: {batch_norm_sums.unavailable_reason()}")
+
+# [M, C]: one chunk; above the chunk size with a last block and a last chunk that are partial;
+# channels that fill no vector register exactly
+SHAPES = [(7, 3), (50_001, 13), (3_000, 64)]
+
+
+def _operands(shape, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.standard_normal(shape) * 2.0 + 3.0, dtype)  # an offset mean
+    dy = jnp.asarray(rng.standard_normal(shape), dtype)
+    x64 = np.asarray(x.astype(jnp.float32), np.float64)
+    mean = jnp.asarray(x64.mean(0), jnp.float32)
+    inverse_std = jnp.asarray(1.0 / x64.std(0), jnp.float32)
+    return x, dy, mean, inverse_std
+
+
+def _f64(a):
+    return np.asarray(jnp.asarray(a).astype(jnp.float32), np.float64)
+
+
+def _assert_close(got, want, rtol):
+    got = np.asarray(got)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * np.abs(want).max())
+
+
+@needs_sums
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_moments(shape, dtype):
+    x, _, _, _ = _operands(shape, dtype)
+    got = jax.jit(batch_norm_sums.moments)(x)
+    x64 = _f64(x)
+    _assert_close(got, np.stack([x64.sum(0), (x64 * x64).sum(0)]), 1e-6)
+
+
+@needs_sums
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_gradient_sums(shape, dtype):
+    x, dy, mean, inverse_std = _operands(shape, dtype)
+    got = jax.jit(batch_norm_sums.gradient_sums)(dy, x, mean, inverse_std)
+    x_hat = (_f64(x) - _f64(mean)) * _f64(inverse_std)
+    dy64 = _f64(dy)
+    _assert_close(got, np.stack([dy64.sum(0), (dy64 * x_hat).sum(0)]), 1e-6)
+
+
+@needs_sums
+def test_the_same_bits_every_call():
+    x, dy, mean, inverse_std = _operands((50_001, 13), jnp.float32)
+    moments = jax.jit(batch_norm_sums.moments)
+    gradient_sums = jax.jit(batch_norm_sums.gradient_sums)
+    for _ in range(3):
+        np.testing.assert_array_equal(moments(x), moments(x))
+        np.testing.assert_array_equal(gradient_sums(dy, x, mean, inverse_std),
+                                      gradient_sums(dy, x, mean, inverse_std))
+
+
+@needs_sums
+def test_refuses_what_it_cannot_sum():
+    with pytest.raises(Exception, match="BatchNorm moments: x must be a float32 or bfloat16"):
+        jax.jit(batch_norm_sums.moments)(jnp.ones((2, 3), jnp.float16)).block_until_ready()
+    x, dy, mean, inverse_std = _operands((5, 4), jnp.float32)
+    with pytest.raises(Exception, match="BatchNorm gradient sums: mismatched operands"):
+        jax.jit(batch_norm_sums.gradient_sums)(dy, x, mean[:3], inverse_std).block_until_ready()
+
+
+def test_applies_to_float32_and_bf16_on_the_cpu_only():
+    built = batch_norm_sums.unavailable_reason() is None
+    assert batch_norm_sums.applies(jnp.float32) == (jax.default_backend() == "cpu" and built)
+    assert batch_norm_sums.applies(jnp.bfloat16) == batch_norm_sums.applies(jnp.float32)
+    assert not batch_norm_sums.applies(jnp.float16)
+
+
+def test_an_unbuildable_handler_is_one_line(monkeypatch):
+    def fail(*args, **kwargs):
+        raise NativeBuildError("no C++ compiler found (set CXX, or install g++)")
+
+    batch_norm_sums._loaded.cache_clear()
+    monkeypatch.setattr(batch_norm_sums, "build_and_load", fail)
+    try:
+        assert batch_norm_sums.unavailable_reason() == (
+            "no C++ compiler found (set CXX, or install g++)")
+        assert not batch_norm_sums.applies(jnp.float32)
+    finally:
+        batch_norm_sums._loaded.cache_clear()
+        monkeypatch.undo()
+
+
+def test_the_environment_can_turn_it_off(monkeypatch):
+    batch_norm_sums._loaded.cache_clear()
+    monkeypatch.setenv("PISA_JAX_NATIVE_BATCH_NORM", "off")
+    try:
+        assert batch_norm_sums.unavailable_reason() == (
+            "turned off by PISA_JAX_NATIVE_BATCH_NORM=off")
+        assert not batch_norm_sums.applies(jnp.float32)
+    finally:
+        batch_norm_sums._loaded.cache_clear()
+        monkeypatch.undo()
