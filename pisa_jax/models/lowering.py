@@ -82,11 +82,11 @@ STACKED_MAX_PADDING_SHARE = 0.125
 ONEDNN_MAX_PADDING_SHARE = 1 / 3
 # "auto" on CPU sends a float32 convolution to oneDNN where `onednn.preferred()` (available, and
 # AVX-512 kernels on this CPU) and its forward pass takes at least this many FLOPs: the tiny test
-# models, all of whose convolutions are far below, ran 14 ms per step in oneDNN and 8 in XLA
-# (the calls' fixed cost), while at the paper's shapes, where all but the last stages' 1x1
-# shortcuts (26-51 MFLOP) are far above, oneDNN won 1.18-1.31x. The crossover in between is not
-# measured.
-ONEDNN_AUTO_MIN_FLOPS = 100e6
+# models, whose convolutions are below, ran 14 ms per step in oneDNN and 8 in XLA (the calls'
+# fixed cost), while at the paper's shapes oneDNN won 1.18-1.31x; the 1x1 strided
+# shortcuts there (17-51 MFLOP, XLA's weight gradient needs two layout transposes of ~10 ms)
+# made the step 1.8-4.1 % faster in oneDNN than with a threshold of 100 MFLOP.
+ONEDNN_AUTO_MIN_FLOPS = 10e6
 # ... and a max-pool whose input has at least this many elements: the stems' at the paper's
 # shapes (12.8M elements for 2 samples x 2 clips, 1.6M in the aural net), not the demo's or the
 # tests'. oneDNN's pass over the 3D stem's output (forward + gradient, 2-core AVX-512 CPU) took
