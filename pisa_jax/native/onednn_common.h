@@ -18,7 +18,14 @@ using Any = ffi::AnyBuffer;
 using Out = ffi::Result<ffi::AnyBuffer>;
 using Ints = ffi::Span<const int64_t>;
 
+extern "C" int omp_get_max_threads();  // libgomp's, which oneDNN's OpenMP build links
+extern "C" void omp_set_num_threads(int);
+
 namespace {
+
+// OpenMP's thread count for a parallel region as the process started with it (OMP_NUM_THREADS,
+// else the cores it may use), read while the library loads, before any call has set its own.
+const int kAllThreads = omp_get_max_threads();
 
 dnnl::engine& Engine() {
   static dnnl::engine engine(dnnl::engine::kind::cpu, 0);

@@ -41,6 +41,18 @@ struct Entry {
 std::mutex cache_mutex;
 std::map<std::string, std::shared_ptr<Entry>> cache;
 
+// OpenMP threads for a call. XLA runs independent convolutions at once (the two backbones, a
+// layer's two gradients), and an OpenMP team of all threads per call then oversubscribes the
+// cores. bfloat16 calls take half the threads: the AMX calls are short, and two teams of all
+// threads on the same cores stalled each other (the R18 + R18 bf16 step on 2 cores, one thread
+// against two per call, interleaved in one process: 330 against 344 ms at the paper's shapes,
+// 217 against 246 ms at one clip and 112^2 spectrograms). float32 calls take all: with one
+// the float32 step took 874 against 656 ms. The count is fixed per dtype (a oneDNN result may
+// depend on it), not chosen by what else runs, so that two runs compute the same bits.
+int Threads(dt activations) {
+  return activations == dt::bf16 ? std::max(1, kAllThreads / 2) : kAllThreads;
+}
+
 // The kernel the convolution itself reads is of the activations' type (the reorder converts the
 // project's); the weight gradient is written in the project's kernel type (oneDNN accumulates a
 // bfloat16 one in float32 and can write it so).
@@ -97,9 +109,14 @@ ffi::Error RunPrimitive(int kind, dt activations, dt kernel, const dims& x_dims,
                         const dims& w_dims, const dims& y_dims, const dims& s, const dims& lo,
                         const dims& hi, void* a, void* b, void* out) {
   try {
-    dnnl::memory::desc x(x_dims, activations, tag::ndhwc);
-    dnnl::memory::desc y(y_dims, activations, tag::ndhwc);
-    dnnl::memory::desc w_user(w_dims, kernel, tag::dhwio);
+    const bool flat = x_dims.size() == 4;  // a 2D convolution: (N, C, H, W)
+    const tag activation_tag = flat ? tag::nhwc : tag::ndhwc;
+    dnnl::memory::desc x(x_dims, activations, activation_tag);
+    dnnl::memory::desc y(y_dims, activations, activation_tag);
+    dnnl::memory::desc w_user(w_dims, kernel, flat ? tag::hwio : tag::dhwio);
+    // This XLA thread's next OpenMP team; a primitive keeps the count it was made with, which
+    // the key's activation type fixes.
+    omp_set_num_threads(Threads(activations));
     const std::string key = Key(kind, {activations, kernel}, {&x_dims, &w_dims, &s, &lo, &hi});
     std::shared_ptr<Entry> entry;
     {
@@ -181,11 +198,11 @@ Taps UsedDepthTaps(int64_t d_in, int64_t d_out, int64_t kd, int64_t stride, int6
 // RunPrimitive without the depth taps that only ever read the zero padding (at one frame, two
 // of a 3x3x3 kernel's three: the paper's last stage): they add nothing to y or dx, so the
 // primitive is made without them (less of the kernel reordered, a third of the work), and their
-// weight gradient is zero. A call left 1 deep (2D convolutions, one-frame clips) runs with the
-// batch on the depth axis (N, C, 1, H, W -> 1, C, N, H, W: the same bytes, the same sums):
-// oneDNN 3.2's AMX bf16 weight gradient of the batched 1-deep form is wrong at large sizes (the
-// aural stem at 2 x 224^2: inf/NaN; a 7x7 stride-2 convolution of 32 x 112^2 x 21: 26-57 % off)
-// and right in this form, which is no slower (the latter 21 against 36 ms).
+// weight gradient is zero. A call left 1 deep (2D convolutions, one-frame clips) runs as a 2D
+// convolution (the same bytes: ndhwc with D = 1 is nhwc, dhwio is hwio). oneDNN 3.2's AMX bf16
+// weight gradient of 1-deep 3D convolutions is wrong (the aural stem at 224^2: 15-54 % off or
+// NaN, depending on the batch and the thread count; its layer 1 at one thread: 13 % off), and
+// its 2D form right at every batch and thread count probed.
 ffi::Error Run(int kind, dt activations, dt kernel, const dims& x_dims, const dims& w_dims,
                const dims& y_dims, const dims& s, const dims& lo, const dims& hi, void* a,
                void* b, void* out) {
@@ -202,9 +219,9 @@ ffi::Error Run(int kind, dt activations, dt kernel, const dims& x_dims, const di
   dims x_used = x_dims, y_used = y_dims, s_used = s;
   if (x_dims[2] == 1 && y_dims[2] == 1 && w_used[2] == 1 && lo_used[0] == 0 &&
       hi_used[0] == 0) {
-    x_used = {1, x_dims[1], x_dims[0], x_dims[3], x_dims[4]};
-    y_used = {1, y_dims[1], y_dims[0], y_dims[3], y_dims[4]};
-    s_used[0] = 1;
+    auto flat = [](const dims& d) { return dims{d[0], d[1], d[3], d[4]}; };
+    x_used = flat(x_dims), y_used = flat(y_dims), w_used = flat(w_used);
+    s_used = {s[1], s[2]}, lo_used = {lo[1], lo[2]}, hi_used = {hi[1], hi[2]};
   }
   // The kernel (or, for the weight gradient, its gradient) from the first tap used on; dhwio:
   // one depth tap is a contiguous [kh, kw, I, O] block.
