@@ -30,9 +30,10 @@ LAYERS = {
     "r3d18 layer3": ((2, 7, 7, 256), (3, 3, 3), 256, (1, 1, 1), (1, 1, 1)),
     "r3d18 layer4": ((1, 4, 4, 512), (3, 3, 3), 512, (1, 1, 1), (1, 1, 1)),
     "c3d conv2": ((16, 56, 56, 64), (3, 3, 3), 128, (1, 1, 1), (1, 1, 1)),
-    # 2D, [H, W, C] per spectrogram (oneDNN 3.2's AMX bf16 once got this one's weight gradient
-    # wrong on a CPU: see pisa_jax/native/onednn_conv.cc)
+    # 2D, [H, W, C] per spectrogram (oneDNN 3.2's AMX bf16 got these weight gradients wrong on
+    # a CPU at some batches and thread counts: see pisa_jax/native/onednn_conv.cc)
     "r18-2d conv1 (aural stem)": ((224, 224, 1), (7, 7), 64, (2, 2), (3, 3)),
+    "r18-2d layer1": ((56, 56, 64), (3, 3), 64, (1, 1), (1, 1)),
 }
 # Max |bf16 - float32| / max |float32| allowed: bf16 rounds inputs and outputs to ~4e-3
 # relative; a broken kernel is off by O(1).
