@@ -103,26 +103,18 @@ def test_steps_aside_where_it_cannot_run(monkeypatch):
     np.testing.assert_array_equal(new["bias"], params["bias"] - 0.1 * grads["bias"])
 
 
-def test_an_unbuildable_handler_is_one_line(monkeypatch):
+def test_an_unbuildable_handler_is_one_line(monkeypatch, fresh_load):
     def fail(*args, **kwargs):
         raise NativeBuildError("no C++ compiler found (set CXX, or install g++)")
 
-    native_adam._loaded.cache_clear()
+    fresh_load(native_adam)
     monkeypatch.setattr(native_adam, "build_and_load", fail)
-    try:
-        assert not native_adam.available()
-        assert native_adam.unavailable_reason() == "no C++ compiler found (set CXX, or install g++)"
-    finally:
-        native_adam._loaded.cache_clear()
-        monkeypatch.undo()
+    assert not native_adam.available()
+    assert native_adam.unavailable_reason() == "no C++ compiler found (set CXX, or install g++)"
 
 
-def test_the_environment_can_turn_it_off(monkeypatch):
-    native_adam._loaded.cache_clear()
+def test_the_environment_can_turn_it_off(monkeypatch, fresh_load):
+    fresh_load(native_adam)
     monkeypatch.setenv("PISA_JAX_FUSED_ADAM", "off")
-    try:
-        assert native_adam.unavailable_reason() == "turned off by PISA_JAX_FUSED_ADAM=off"
-        assert not native_adam.applies({"w": jnp.ones(3)})
-    finally:
-        native_adam._loaded.cache_clear()
-        monkeypatch.undo()
+    assert native_adam.unavailable_reason() == "turned off by PISA_JAX_FUSED_ADAM=off"
+    assert not native_adam.applies({"w": jnp.ones(3)})

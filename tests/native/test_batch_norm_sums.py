@@ -84,28 +84,19 @@ def test_applies_to_float32_and_bf16_on_the_cpu_only():
     assert not batch_norm_sums.applies(jnp.float16)
 
 
-def test_an_unbuildable_handler_is_one_line(monkeypatch):
+def test_an_unbuildable_handler_is_one_line(monkeypatch, fresh_load):
     def fail(*args, **kwargs):
         raise NativeBuildError("no C++ compiler found (set CXX, or install g++)")
 
-    batch_norm_sums._loaded.cache_clear()
+    fresh_load(batch_norm_sums)
     monkeypatch.setattr(batch_norm_sums, "build_and_load", fail)
-    try:
-        assert batch_norm_sums.unavailable_reason() == (
-            "no C++ compiler found (set CXX, or install g++)")
-        assert not batch_norm_sums.applies(jnp.float32)
-    finally:
-        batch_norm_sums._loaded.cache_clear()
-        monkeypatch.undo()
+    assert batch_norm_sums.unavailable_reason() == (
+        "no C++ compiler found (set CXX, or install g++)")
+    assert not batch_norm_sums.applies(jnp.float32)
 
 
-def test_the_environment_can_turn_it_off(monkeypatch):
-    batch_norm_sums._loaded.cache_clear()
+def test_the_environment_can_turn_it_off(monkeypatch, fresh_load):
+    fresh_load(batch_norm_sums)
     monkeypatch.setenv("PISA_JAX_NATIVE_BATCH_NORM", "off")
-    try:
-        assert batch_norm_sums.unavailable_reason() == (
-            "turned off by PISA_JAX_NATIVE_BATCH_NORM=off")
-        assert not batch_norm_sums.applies(jnp.float32)
-    finally:
-        batch_norm_sums._loaded.cache_clear()
-        monkeypatch.undo()
+    assert batch_norm_sums.unavailable_reason() == "turned off by PISA_JAX_NATIVE_BATCH_NORM=off"
+    assert not batch_norm_sums.applies(jnp.float32)

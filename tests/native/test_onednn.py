@@ -239,13 +239,11 @@ def test_other_dtypes_are_refused_in_one_line(monkeypatch):
 
 
 @pytest.fixture
-def no_onednn(monkeypatch, tmp_path):
+def no_onednn(monkeypatch, tmp_path, fresh_load):
     """This process without oneDNN: its root points at an empty directory."""
     monkeypatch.setenv("PISA_JAX_ONEDNN_ROOT", str(tmp_path))
-    onednn._loaded.cache_clear()
-    yield tmp_path
-    monkeypatch.undo()
-    onednn._loaded.cache_clear()
+    fresh_load(onednn)
+    return tmp_path
 
 
 def test_missing_onednn_is_one_line(no_onednn):
@@ -281,14 +279,10 @@ def test_preferred_where_the_cpu_has_avx512():
     assert onednn.preferred(jnp.bfloat16) == (avx512_core and "avx512_bf16" in flags)
 
 
-def test_the_environment_can_turn_it_off(monkeypatch):
+def test_the_environment_can_turn_it_off(monkeypatch, fresh_load):
     monkeypatch.setenv("PISA_JAX_ONEDNN", "off")
-    onednn._loaded.cache_clear()
-    try:
-        assert onednn.unavailable_reason() == "turned off by PISA_JAX_ONEDNN=off"
-        assert not onednn.preferred()
-        stem = ((2, 16, 112, 112, 3), (7, 7, 7, 3, 64), (1, 2, 2), (3, 3, 3))
-        assert resolve_lowering("auto", *stem, backend="cpu") == "stacked"
-    finally:
-        monkeypatch.undo()
-        onednn._loaded.cache_clear()
+    fresh_load(onednn)
+    assert onednn.unavailable_reason() == "turned off by PISA_JAX_ONEDNN=off"
+    assert not onednn.preferred()
+    stem = ((2, 16, 112, 112, 3), (7, 7, 7, 3, 64), (1, 2, 2), (3, 3, 3))
+    assert resolve_lowering("auto", *stem, backend="cpu") == "stacked"
