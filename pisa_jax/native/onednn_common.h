@@ -18,14 +18,21 @@ using Any = ffi::AnyBuffer;
 using Out = ffi::Result<ffi::AnyBuffer>;
 using Ints = ffi::Span<const int64_t>;
 
-extern "C" int omp_get_max_threads();  // libgomp's, which oneDNN's OpenMP build links
-extern "C" void omp_set_num_threads(int);
+// OpenMP's, from the runtime oneDNN's OpenMP builds link (the wheels': libgomp). Weak: with a
+// oneDNN of another threading runtime they are null, and the thread counts below are left alone.
+extern "C" int omp_get_max_threads() __attribute__((weak));
+extern "C" void omp_set_num_threads(int) __attribute__((weak));
 
 namespace {
 
 // OpenMP's thread count for a parallel region as the process started with it (OMP_NUM_THREADS,
 // else the cores it may use), read while the library loads, before any call has set its own.
-const int kAllThreads = omp_get_max_threads();
+const int kAllThreads = omp_get_max_threads ? omp_get_max_threads() : 1;
+
+// The OpenMP team size of this thread's next parallel region (oneDNN's next primitive).
+void UseThreads(int threads) {
+  if (omp_set_num_threads) omp_set_num_threads(threads);
+}
 
 dnnl::engine& Engine() {
   static dnnl::engine engine(dnnl::engine::kind::cpu, 0);

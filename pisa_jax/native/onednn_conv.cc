@@ -116,7 +116,7 @@ ffi::Error RunPrimitive(int kind, dt activations, dt kernel, const dims& x_dims,
     dnnl::memory::desc w_user(w_dims, kernel, flat ? tag::hwio : tag::dhwio);
     // This XLA thread's next OpenMP team; a primitive keeps the count it was made with, which
     // the key's activation type fixes.
-    omp_set_num_threads(Threads(activations));
+    UseThreads(Threads(activations));
     const std::string key = Key(kind, {activations, kernel}, {&x_dims, &w_dims, &s, &lo, &hi});
     std::shared_ptr<Entry> entry;
     {

@@ -54,7 +54,7 @@ ffi::Error MaxPool(bool backward, ffi::DataType a_type, ffi::DataType out_type,
                       "oneDNN max-pool: float32 or bfloat16 input and output, alike");
   }
   try {
-    omp_set_num_threads(kAllThreads);  // this XLA thread's last convolution may have set fewer
+    UseThreads(kAllThreads);  // this XLA thread's last convolution may have set fewer
     auto entry = Pool(Type(a_type), x_dims, y_dims, Vector(k), Vector(s), Vector(lo), Vector(hi));
     thread_local dnnl::stream stream(Engine());
     dnnl::memory ws(entry->workspace, Engine(), workspace);
