@@ -46,11 +46,21 @@ std::map<std::string, std::shared_ptr<Entry>> cache;
 // cores. bfloat16 calls take half the threads: the AMX calls are short, and two teams of all
 // threads on the same cores stalled each other (the R18 + R18 bf16 step on 2 cores, one thread
 // against two per call, interleaved in one process: 330 against 344 ms at the paper's shapes,
-// 217 against 246 ms at one clip and 112^2 spectrograms). float32 calls take all: with one
-// the float32 step took 874 against 656 ms. The count is fixed per dtype (a oneDNN result may
-// depend on it), not chosen by what else runs, so that two runs compute the same bits.
-int Threads(dt activations) {
-  return activations == dt::bf16 ? std::max(1, kAllThreads / 2) : kAllThreads;
+// 217 against 246 ms at one clip and 112^2 spectrograms), except the long ones, of
+// kBf16AllThreadsFlops or more (the visual stem's there: all threads made the step 1.07-1.10x
+// and 1.04x faster again; a threshold of 2 GFLOP 1.08-1.12x and 0.99x). float32 calls take
+// all: with one the float32 step took 874 against 656 ms. The count follows from the call's
+// type and shape (a oneDNN result may depend on it), not from what else runs, so that two runs
+// compute the same bits.
+constexpr double kBf16AllThreadsFlops = 10e9;
+
+// y_dims: (N, O, [D,] H, W); w_dims: (O, I, [kd,] kh, kw).
+int Threads(dt activations, const dims& y_dims, const dims& w_dims) {
+  double flops = 2.0;  // a multiply and an add per kernel tap, input channel and output
+  for (auto d : y_dims) flops *= static_cast<double>(d);
+  for (size_t i = 1; i < w_dims.size(); ++i) flops *= static_cast<double>(w_dims[i]);
+  if (activations != dt::bf16 || flops >= kBf16AllThreadsFlops) return kAllThreads;
+  return std::max(1, kAllThreads / 2);
 }
 
 // The kernel the convolution itself reads is of the activations' type (the reorder converts the
@@ -115,8 +125,8 @@ ffi::Error RunPrimitive(int kind, dt activations, dt kernel, const dims& x_dims,
     dnnl::memory::desc y(y_dims, activations, activation_tag);
     dnnl::memory::desc w_user(w_dims, kernel, flat ? tag::hwio : tag::dhwio);
     // This XLA thread's next OpenMP team; a primitive keeps the count it was made with, which
-    // the key's activation type fixes.
-    UseThreads(Threads(activations));
+    // the key's types and dims fix.
+    UseThreads(Threads(activations, y_dims, w_dims));
     const std::string key = Key(kind, {activations, kernel}, {&x_dims, &w_dims, &s, &lo, &hi});
     std::shared_ptr<Entry> entry;
     {
