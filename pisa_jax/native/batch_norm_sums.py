@@ -4,7 +4,7 @@
 (x and x * x) and two in the backward pass (dy and dy * x_hat). XLA CPU reduces each from a
 materialised operand: x * x and dy * x_hat are written out and read back, five passes over
 memory where `batch_norm_sums.cc` makes one (x) and one (dy with x). Its sums accumulate in
-float64 and are rounded to float32 once.
+float32 over blocks of 32 rows, then in float64, and are rounded to float32 once.
 
 The handlers need only a C++ compiler: they are compiled on first use (`pisa_jax.native.build`,
 cached). `PISA_JAX_NATIVE_BATCH_NORM=off` turns them off, e.g. to compare.
