@@ -17,13 +17,12 @@ The handler needs only a C++ compiler (no oneDNN): it is compiled on first use
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
-from pisa_jax.native.build import NativeBuildError, build_and_load
+from pisa_jax.native.build import load_handlers
 
 SOURCE = Path(__file__).with_name("adam.cc")
 TARGET = "PisaAdamStep"
@@ -33,16 +32,9 @@ TARGET = "PisaAdamStep"
 def _loaded() -> str | None:
     """Builds, loads and registers the handler once per process: None when it is ready, else
     the reason it cannot be used."""
-    if os.environ.get("PISA_JAX_FUSED_ADAM", "").lower() == "off":
-        return "turned off by PISA_JAX_FUSED_ADAM=off"
-    try:
-        # Vectorised: sqrt without errno is one instruction; no contraction beyond adam.cc's own.
-        library = build_and_load(SOURCE, [], str(SOURCE.parent), [],
-                                 flags=["-O3", "-fno-math-errno", "-ffp-contract=off"])
-    except NativeBuildError as e:
-        return str(e)
-    jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(library.PisaAdamStep), platform="cpu")
-    return None
+    # Vectorised: sqrt without errno is one instruction; no contraction beyond adam.cc's own.
+    return load_handlers(SOURCE, [TARGET], "PISA_JAX_FUSED_ADAM",
+                         flags=["-O3", "-fno-math-errno", "-ffp-contract=off"])
 
 
 def available() -> bool:

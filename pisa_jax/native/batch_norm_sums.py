@@ -12,13 +12,12 @@ cached). `PISA_JAX_NATIVE_BATCH_NORM=off` turns them off, e.g. to compare.
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
-from pisa_jax.native.build import NativeBuildError, build_and_load
+from pisa_jax.native.build import load_handlers
 
 SOURCE = Path(__file__).with_name("batch_norm_sums.cc")
 MOMENTS = "PisaBatchNormMoments"
@@ -30,16 +29,8 @@ DTYPES = (jnp.float32, jnp.bfloat16)
 def _loaded() -> str | None:
     """Builds, loads and registers the handlers once per process: None when they are ready,
     else the reason they cannot be used."""
-    if os.environ.get("PISA_JAX_NATIVE_BATCH_NORM", "").lower() == "off":
-        return "turned off by PISA_JAX_NATIVE_BATCH_NORM=off"
-    try:
-        library = build_and_load(SOURCE, [], str(SOURCE.parent), [], flags=["-O3"])
-    except NativeBuildError as e:
-        return str(e)
-    for target in (MOMENTS, GRADIENT_SUMS):
-        jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, target)),
-                                    platform="cpu")
-    return None
+    return load_handlers(SOURCE, [MOMENTS, GRADIENT_SUMS], "PISA_JAX_NATIVE_BATCH_NORM",
+                         flags=["-O3"])
 
 
 def unavailable_reason() -> str | None:

@@ -93,3 +93,20 @@ def build_and_load(source: Path, include_dirs: Sequence[str], library_dir: str,
         return ctypes.CDLL(str(target))
     except OSError as e:
         raise NativeBuildError(f"loading {target} failed: {e}") from None
+
+
+def load_handlers(source: Path, targets: Sequence[str], switch: str,
+                  flags: Sequence[str] = ()) -> str | None:
+    """Builds `source` (a C++ compiler only: no library linked), loads it and registers its FFI
+    handler symbols `targets` as CPU targets. None when they are ready, else the reason they
+    cannot be used: `$switch` set to "off", or a one-line build error."""
+    if os.environ.get(switch, "").lower() == "off":
+        return f"turned off by {switch}=off"
+    try:
+        library = build_and_load(source, [], str(source.parent), [], flags=flags)
+    except NativeBuildError as e:
+        return str(e)
+    for target in targets:
+        jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, target)),
+                                    platform="cpu")
+    return None

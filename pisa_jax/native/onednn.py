@@ -34,7 +34,7 @@ ms, medians of 5 interleaved repeats), `python benchmarks/conv_lowering.py --cli
     c3d_conv5a             80.7     138.8      88.2      92.3
 oneDNN computes the temporal padding that "taps" skips, so at clips of 1-2 frames (r3d_l4,
 c3d_conv5a) taps stay faster; `models.lowering`'s "onednn" keeps them there. Its "auto" sends
-the float32 convolutions of 100 MFLOP or more here where `preferred()` (AVX-512 kernels).
+the float32 convolutions of 10 MFLOP or more here where `preferred()` (AVX-512 kernels).
 
 bf16 (`--precision bfloat16`) runs here where the CPU has bf16 instructions (AVX-512 BF16 or
 AMX: `preferred(jnp.bfloat16)`), all of it: XLA CPU computes bf16 convolutions several times

@@ -10,6 +10,7 @@ import pytest
 
 from pisa_jax import xla_options
 from pisa_jax.native import adam as native_adam
+from pisa_jax.native import build
 from pisa_jax.native.build import NativeBuildError
 from pisa_jax.train import optimizer
 from pisa_jax.train.optimizer import apply_optimizer, coupled_adam
@@ -108,7 +109,7 @@ def test_an_unbuildable_handler_is_one_line(monkeypatch, fresh_load):
         raise NativeBuildError("no C++ compiler found (set CXX, or install g++)")
 
     fresh_load(native_adam)
-    monkeypatch.setattr(native_adam, "build_and_load", fail)
+    monkeypatch.setattr(build, "build_and_load", fail)
     assert not native_adam.available()
     assert native_adam.unavailable_reason() == "no C++ compiler found (set CXX, or install g++)"
 

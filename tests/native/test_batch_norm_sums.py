@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from pisa_jax.native import batch_norm_sums
+from pisa_jax.native import build
 from pisa_jax.native.build import NativeBuildError
 
 needs_sums = pytest.mark.skipif(batch_norm_sums.unavailable_reason() is not None,
@@ -89,7 +90,7 @@ def test_an_unbuildable_handler_is_one_line(monkeypatch, fresh_load):
         raise NativeBuildError("no C++ compiler found (set CXX, or install g++)")
 
     fresh_load(batch_norm_sums)
-    monkeypatch.setattr(batch_norm_sums, "build_and_load", fail)
+    monkeypatch.setattr(build, "build_and_load", fail)
     assert batch_norm_sums.unavailable_reason() == (
         "no C++ compiler found (set CXX, or install g++)")
     assert not batch_norm_sums.applies(jnp.float32)
