@@ -24,8 +24,12 @@ struct PoolEntry {
 std::mutex cache_mutex;
 std::map<std::string, std::shared_ptr<PoolEntry>> pool_cache;
 
+// The pool for these dims, made once; it and the caller's next execution run on all of
+// OpenMP's threads (this thread's last bf16 convolution may have set fewer, and a primitive
+// keeps the count it was made with, also when made for the workspace size at trace time).
 std::shared_ptr<PoolEntry> Pool(dt type, const dims& x_dims, const dims& y_dims, const dims& k,
                                 const dims& s, const dims& lo, const dims& hi) {
+  UseThreads(kAllThreads);
   const std::string key = Key(0, {type}, {&x_dims, &y_dims, &k, &s, &lo, &hi});
   std::lock_guard<std::mutex> lock(cache_mutex);
   auto found = pool_cache.find(key);
@@ -54,7 +58,6 @@ ffi::Error MaxPool(bool backward, ffi::DataType a_type, ffi::DataType out_type,
                       "oneDNN max-pool: float32 or bfloat16 input and output, alike");
   }
   try {
-    UseThreads(kAllThreads);  // this XLA thread's last convolution may have set fewer
     auto entry = Pool(Type(a_type), x_dims, y_dims, Vector(k), Vector(s), Vector(lo), Vector(hi));
     thread_local dnnl::stream stream(Engine());
     dnnl::memory ws(entry->workspace, Engine(), workspace);
