@@ -246,9 +246,14 @@ def _tap_output_ranges(t: int, kt: int, stride: int, pad: int) -> list[tuple[int
 
 
 def _conv2d_over_frames(frames, kernel2d, strides, padding, conv2d=None):
-    """frames [N, F, H, W, C] -> one 2D conv over all N * F frames -> [N, F, H', W', O]."""
+    """frames [N, F, H, W, C] -> one 2D conv over all N * F frames -> [N, F, H', W', O].
+
+    `conv2d` (oneDNN's) takes the frames as they are: in bf16, XLA CPU would copy a reshape
+    between its calls."""
+    if conv2d is not None:
+        return conv2d(frames, kernel2d, strides, padding)
     n, f = frames.shape[:2]
-    y = (conv2d or _native)(frames.reshape((n * f,) + frames.shape[2:]), kernel2d, strides, padding)
+    y = _native(frames.reshape((n * f,) + frames.shape[2:]), kernel2d, strides, padding)
     return y.reshape((n, f) + y.shape[1:])
 
 

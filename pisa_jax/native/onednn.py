@@ -6,7 +6,11 @@ reach on this project's shapes: oneDNN takes the 3D stem's forward + weight grad
 where XLA's best form takes ~410 (4 clips of 16x112x112, 2-core AVX-512 machine; see
 `benchmarks/conv_lowering.py`). `convolution` computes exactly what `lax.conv_general_dilated`
 computes for the project's layouts (x [N, *spatial, I], kernel [*k, I, O], symmetric zero
-padding), to float32 rounding; 2D convolutions run as 3D ones of depth 1.
+padding), to float32 rounding; 2D convolutions run as 3D ones of depth 1, and take the
+activations as they are ([..., H, W, I]: frames [N, T, H, W, I] are N * T images), like the
+2D max-pool: XLA CPU turns a bf16 reshape between two custom calls into a copy through float32
+(with the BatchNorm sums taking theirs as they are too, the bf16 step at the paper's first
+shapes lost 74 such copies, 15 ms of thread time).
 
 Where oneDNN comes from: the `onednn` extra (`pip install 'pisa-jax[onednn]'`: the wheels
 onednn-cpu-gomp and onednn-devel-cpu-gomp, which put libdnnl and its headers under the
@@ -166,9 +170,13 @@ def _check_dtype(what: str, dtype) -> None:
 
 def convolution(x: jnp.ndarray, kernel: jnp.ndarray, strides: Sequence[int],
                 padding: Sequence[int]) -> jnp.ndarray:
-    """x [N, *spatial, I] (2 or 3 spatial dims), kernel [*k, I, O], zero padding (p, p) per
-    spatial dim -> [N, *spatial_out, O] in x's dtype. Differentiable in x and kernel.
+    """A 3D convolution of x [N, D, H, W, I] with kernel [kd, kh, kw, I, O], or a 2D one of
+    x [..., H, W, I] with kernel [kh, kw, I, O] (every leading axis of x a batch one: frames
+    [N, T, H, W, I] are N * T images), zero padding (p, p) per spatial dim -> [N, *spatial_out,
+    O] (2D: [..., H', W', O]) in x's dtype. Differentiable in x and kernel.
 
+    The handlers take the frames as they are because XLA CPU writes a copy of a bfloat16 operand
+    (through float32) for a reshape between two custom calls.
     x is float32, or bfloat16 where `supports(bfloat16)`; the kernel is x's dtype or float32
     (oneDNN then converts it while reordering it, and writes the kernel's gradient in float32,
     accumulated in float32 either way).
@@ -178,12 +186,12 @@ def convolution(x: jnp.ndarray, kernel: jnp.ndarray, strides: Sequence[int],
     if kernel.dtype not in (x.dtype, jnp.float32):
         raise TypeError(f"oneDNN convolution: kernel {kernel.dtype} with input {x.dtype} "
                         f"(the kernel must be the input's dtype or float32)")
-    if x.ndim == 4:  # 2D as depth 1: [N, H, W, I] -> [N, 1, H, W, I]
-        y = _conv3d(x[:, None], kernel[None], (1,) + tuple(strides), (0,) + tuple(padding))
-        return y[:, 0]
-    if x.ndim != 5:
-        raise ValueError(f"oneDNN convolution takes 2D or 3D inputs, got shape {x.shape}")
-    return _conv3d(x, kernel, tuple(strides), tuple(padding))
+    if kernel.ndim == 4 and x.ndim >= 4:  # 2D: the handlers run it as depth 1
+        return _conv(x, kernel, (1,) + tuple(strides), (0,) + tuple(padding))
+    if kernel.ndim != 5 or x.ndim != 5:
+        raise ValueError(f"oneDNN convolution takes x [N, D, H, W, I] with a 3D kernel or "
+                         f"[..., H, W, I] with a 2D one, got {x.shape} and {kernel.shape}")
+    return _conv(x, kernel, tuple(strides), tuple(padding))
 
 
 def _attributes(strides, padding) -> dict[str, np.ndarray]:
@@ -192,9 +200,14 @@ def _attributes(strides, padding) -> dict[str, np.ndarray]:
 
 
 def _output_shape(x_shape, kernel_shape, strides, padding) -> tuple[int, ...]:
-    spatial = tuple((x_shape[1 + i] + 2 * padding[i] - kernel_shape[i]) // strides[i] + 1
-                    for i in range(3))
-    return (x_shape[0],) + spatial + (kernel_shape[-1],)
+    """y's shape for x and a kernel of 3 (NDHWC) or 2 ([..., H, W, C]) spatial dims; strides
+    and padding 3 each (D H W)."""
+    spatial = len(kernel_shape) - 2
+    first = len(x_shape) - 1 - spatial  # x's first spatial axis
+    offset = 3 - spatial  # a 2D call's strides and padding follow the depth's
+    sizes = tuple((x_shape[first + i] + 2 * padding[offset + i] - kernel_shape[i])
+                  // strides[offset + i] + 1 for i in range(spatial))
+    return tuple(x_shape[:first]) + sizes + (kernel_shape[-1],)
 
 
 def _call(target: str, shape, dtype, a, b, strides, padding):
@@ -205,7 +218,7 @@ def _call(target: str, shape, dtype, a, b, strides, padding):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv3d(x, kernel, strides, padding):
+def _conv(x, kernel, strides, padding):
     shape = _output_shape(x.shape, kernel.shape, strides, padding)
     if min(shape) <= 0:
         raise ValueError(f"convolution of {x.shape} with kernel {kernel.shape}, strides "
@@ -213,11 +226,11 @@ def _conv3d(x, kernel, strides, padding):
     return _call("forward", shape, x.dtype, x, kernel, strides, padding)
 
 
-def _conv3d_forward(x, kernel, strides, padding):
-    return _conv3d(x, kernel, strides, padding), (x, kernel)
+def _conv_forward(x, kernel, strides, padding):
+    return _conv(x, kernel, strides, padding), (x, kernel)
 
 
-def _conv3d_backward(strides, padding, residuals, dy):
+def _conv_backward(strides, padding, residuals, dy):
     x, kernel = residuals
     # XLA drops the input gradient's call where nothing reads it (a network's first layer).
     dx = _call("input_gradient", x.shape, x.dtype, dy, kernel, strides, padding)
@@ -225,7 +238,7 @@ def _conv3d_backward(strides, padding, residuals, dy):
     return dx, dkernel
 
 
-_conv3d.defvjp(_conv3d_forward, _conv3d_backward)
+_conv.defvjp(_conv_forward, _conv_backward)
 
 
 def max_pool_high_padding(size: int, window: int, stride: int, padding: int) -> int:
@@ -242,17 +255,18 @@ def max_pool(x: jnp.ndarray, window: int, stride: int, padding: int) -> jnp.ndar
     does. Every spatial dim's high padding (`max_pool_high_padding`) must be >= 0."""
     check_available()
     _check_dtype("max-pool", x.dtype)
-    if x.ndim == 4:  # 2D as depth 1: [N, H, W, C] -> [N, 1, H, W, C]
-        x3 = x[:, None]
-        return _max_pool3d(x3, x3.shape, (1, window, window), (1, stride, stride),
-                           (0, padding, padding))[:, 0]
+    if x.ndim == 4:  # 2D: the handlers run it as depth 1, without a reshape (see convolution)
+        return _max_pool3d(x, x.shape, (1, window, window), (1, stride, stride),
+                           (0, padding, padding))
     if x.ndim != 5:
         raise ValueError(f"oneDNN max-pool takes 2D or 3D inputs, got shape {x.shape}")
     return _max_pool3d(x, x.shape, (window,) * 3, (stride,) * 3, (padding,) * 3)
 
 
 def _high_padding(shape, window, strides, padding) -> tuple[int, ...]:
-    """pad_hi per spatial dim for x of `shape` [N, D, H, W, C]; refuses a pool that drops input."""
+    """pad_hi per spatial dim for x of `shape` [N, D, H, W, C] (or [N, H, W, C]: D = 1);
+    refuses a pool that drops input."""
+    shape = _ndhwc(shape)
     high = tuple(max_pool_high_padding(shape[1 + i], window[i], strides[i], padding[i])
                  for i in range(3))
     if min(high) < 0:
@@ -261,8 +275,14 @@ def _high_padding(shape, window, strides, padding) -> tuple[int, ...]:
     return high
 
 
+def _ndhwc(shape) -> tuple[int, ...]:
+    return (shape[0], 1) + tuple(shape[1:]) if len(shape) == 4 else tuple(shape)
+
+
 def _pool_geometry(shape, dtype, window, strides, padding):
-    """(y shape, pad_hi, workspace bytes) for x of `shape` [N, D, H, W, C] in `dtype`."""
+    """(y shape, pad_hi, workspace bytes) for x of `shape` [N, D, H, W, C] (or [N, H, W, C]:
+    y then [N, H', W', C]) in `dtype`."""
+    rank, shape = len(shape), _ndhwc(shape)
     high = _high_padding(shape, window, strides, padding)
     y_shape = (shape[0],) + tuple((shape[1 + i] + padding[i] + high[i] - window[i]) // strides[i]
                                   + 1 for i in range(3)) + (shape[-1],)
@@ -271,7 +291,7 @@ def _pool_geometry(shape, dtype, window, strides, padding):
     workspace = libraries.pool.PisaOnednnMaxPoolWorkspaceBytes(int(dtype == jnp.bfloat16), *ints)
     if workspace < 0:
         raise ValueError(f"oneDNN has no max-pool of {shape} (window {window}, strides {strides})")
-    return y_shape, high, workspace
+    return (y_shape if rank == 5 else y_shape[:1] + y_shape[2:]), high, workspace
 
 
 def _pool_attributes(window, strides, padding, high) -> dict[str, np.ndarray]:

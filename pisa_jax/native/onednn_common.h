@@ -51,9 +51,25 @@ std::string Key(int kind, std::initializer_list<dt> types,
   return key;
 }
 
-// NDHWC dims -> oneDNN's logical order (N, C, D, H, W); DHWIO -> (O, I, D, H, W).
-dims Activation(Ints d) { return {d[0], d[4], d[1], d[2], d[3]}; }
-dims Kernel(Ints d) { return {d[4], d[3], d[0], d[1], d[2]}; }
+// An activation's dims -> oneDNN's logical order (N, C, D, H, W): NDHWC for `spatial` 3; for
+// `spatial` 2, [..., H, W, C] as D = 1, every leading dim a batch one (frames [N, T, H, W, C]
+// are N * T images), so that the caller need not reshape: XLA CPU writes a copy of a bfloat16
+// operand for a reshape between two custom calls. Empty where the rank does not fit.
+dims Activation(Ints d, int spatial = 3) {
+  const size_t rank = d.size();
+  if (spatial == 3) return rank == 5 ? dims{d[0], d[4], d[1], d[2], d[3]} : dims{};
+  if (spatial != 2 || rank < 3) return {};
+  int64_t batch = 1;
+  for (size_t i = 0; i + 3 < rank; ++i) batch *= d[i];
+  return {batch, d[rank - 1], 1, d[rank - 3], d[rank - 2]};
+}
+
+// DHWIO -> (O, I, D, H, W); a 2D convolution's HWIO -> (O, I, 1, H, W); empty otherwise.
+dims Kernel(Ints d) {
+  if (d.size() == 5) return {d[4], d[3], d[0], d[1], d[2]};
+  if (d.size() == 4) return {d[3], d[2], 1, d[0], d[1]};
+  return {};
+}
 dims Vector(Ints v) { return dims(v.begin(), v.end()); }
 
 // oneDNN's type for a buffer's (float32 or bfloat16; `Supported` refuses anything else first).

@@ -3,7 +3,8 @@
 // Built and loaded by pisa_jax/native/onednn.py.
 //
 // Layouts are the project's: activations [N, D, H, W, C] (oneDNN's ndhwc), kernels
-// [kd, kh, kw, I, O] (oneDNN's dhwio). 2D convolutions come here as D = 1. oneDNN may want the
+// [kd, kh, kw, I, O] (oneDNN's dhwio). 2D convolutions come with kernels [kh, kw, I, O] and
+// activations [..., H, W, C] (every leading dim a batch one) and run as D = 1. oneDNN may want the
 // kernel in a blocked layout of its own; it is reordered into (or, for the weight gradient, out
 // of) a per-thread buffer on every call, by a reorder primitive made once with the convolution.
 // Activations are float32 or bfloat16 (both of a call's the same); a kernel or weight gradient
@@ -265,29 +266,54 @@ ffi::Error CheckTypes(const char* what, ffi::DataType a, ffi::DataType b, ffi::D
                         "theirs or float32");
 }
 
+// The checked dims of a call, in oneDNN's order; the kernel's rank says whether it is 2D
+// (activations [..., H, W, C]) or 3D (NDHWC).
+ffi::Error Shapes(const char* what, Ints x, Ints w, Ints y, Ints s, Ints lo, Ints hi,
+                  dims* x_dims, dims* w_dims, dims* y_dims) {
+  *w_dims = Kernel(w);
+  const int spatial = w.size() == 4 ? 2 : 3;
+  *x_dims = Activation(x, spatial);
+  *y_dims = Activation(y, spatial);
+  if (w_dims->empty() || x_dims->empty() || y_dims->empty() || s.size() != 3 ||
+      lo.size() != 3 || hi.size() != 3 || (*x_dims)[0] != (*y_dims)[0]) {
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                      std::string("oneDNN convolution ") + what +
+                          ": a kernel [kd, kh, kw, I, O] with activations [N, D, H, W, C], or "
+                          "[kh, kw, I, O] with [..., H, W, C], and 3 strides and pads");
+  }
+  return ffi::Error::Success();
+}
+
 ffi::Error Forward(Any x, Any w, Out y, Ints s, Ints lo, Ints hi) {
   if (auto e = CheckTypes("forward", x.element_type(), y->element_type(), w.element_type());
       e.failure()) return e;
-  return Run(kForward, Type(x.element_type()), Type(w.element_type()), Activation(x.dimensions()),
-             Kernel(w.dimensions()), Activation(y->dimensions()), Vector(s), Vector(lo),
-             Vector(hi), x.untyped_data(), w.untyped_data(), y->untyped_data());
+  dims x_dims, w_dims, y_dims;
+  if (auto e = Shapes("forward", x.dimensions(), w.dimensions(), y->dimensions(), s, lo, hi,
+                      &x_dims, &w_dims, &y_dims); e.failure()) return e;
+  return Run(kForward, Type(x.element_type()), Type(w.element_type()), x_dims, w_dims, y_dims,
+             Vector(s), Vector(lo), Vector(hi), x.untyped_data(), w.untyped_data(),
+             y->untyped_data());
 }
 
 ffi::Error WeightGradient(Any x, Any dy, Out dw, Ints s, Ints lo, Ints hi) {
   if (auto e = CheckTypes("weight gradient", x.element_type(), dy.element_type(),
                           dw->element_type()); e.failure()) return e;
-  return Run(kWeightGradient, Type(x.element_type()), Type(dw->element_type()),
-             Activation(x.dimensions()), Kernel(dw->dimensions()), Activation(dy.dimensions()),
-             Vector(s), Vector(lo), Vector(hi), x.untyped_data(), dy.untyped_data(),
+  dims x_dims, w_dims, y_dims;
+  if (auto e = Shapes("weight gradient", x.dimensions(), dw->dimensions(), dy.dimensions(), s,
+                      lo, hi, &x_dims, &w_dims, &y_dims); e.failure()) return e;
+  return Run(kWeightGradient, Type(x.element_type()), Type(dw->element_type()), x_dims, w_dims,
+             y_dims, Vector(s), Vector(lo), Vector(hi), x.untyped_data(), dy.untyped_data(),
              dw->untyped_data());
 }
 
 ffi::Error InputGradient(Any dy, Any w, Out dx, Ints s, Ints lo, Ints hi) {
   if (auto e = CheckTypes("input gradient", dy.element_type(), dx->element_type(),
                           w.element_type()); e.failure()) return e;
-  return Run(kInputGradient, Type(dy.element_type()), Type(w.element_type()),
-             Activation(dx->dimensions()), Kernel(w.dimensions()), Activation(dy.dimensions()),
-             Vector(s), Vector(lo), Vector(hi), dy.untyped_data(), w.untyped_data(),
+  dims x_dims, w_dims, y_dims;
+  if (auto e = Shapes("input gradient", dx->dimensions(), w.dimensions(), dy.dimensions(), s,
+                      lo, hi, &x_dims, &w_dims, &y_dims); e.failure()) return e;
+  return Run(kInputGradient, Type(dy.element_type()), Type(w.element_type()), x_dims, w_dims,
+             y_dims, Vector(s), Vector(lo), Vector(hi), dy.untyped_data(), w.untyped_data(),
              dx->untyped_data());
 }
 

@@ -77,18 +77,37 @@ ffi::Error MaxPool(bool backward, ffi::DataType a_type, ffi::DataType out_type,
   return ffi::Error::Success();
 }
 
+// x and y [N, D, H, W, C], or [N, H, W, C] as D = 1; window, strides and pads 3 each (D H W).
+ffi::Error MaxPoolShapes(Ints x, Ints y, Ints k, Ints s, Ints lo, Ints hi, dims* x_dims,
+                         dims* y_dims) {
+  const int spatial = x.size() == 4 ? 2 : 3;
+  *x_dims = Activation(x, spatial);
+  *y_dims = Activation(y, spatial);
+  if (x_dims->empty() || y_dims->empty() || x.size() != y.size() || k.size() != 3 ||
+      s.size() != 3 || lo.size() != 3 || hi.size() != 3) {
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                      "oneDNN max-pool: x and y [N, D, H, W, C] or [N, H, W, C], and 3 "
+                      "window sizes, strides and pads");
+  }
+  return ffi::Error::Success();
+}
+
 ffi::Error MaxPoolForward(Any x, Out y, ffi::ResultBuffer<ffi::U8> ws, Ints k, Ints s, Ints lo,
                           Ints hi) {
-  return MaxPool(false, x.element_type(), y->element_type(), Activation(x.dimensions()),
-                 Activation(y->dimensions()), k, s, lo, hi, x.untyped_data(), ws->typed_data(),
-                 y->untyped_data());
+  dims x_dims, y_dims;
+  if (auto e = MaxPoolShapes(x.dimensions(), y->dimensions(), k, s, lo, hi, &x_dims, &y_dims);
+      e.failure()) return e;
+  return MaxPool(false, x.element_type(), y->element_type(), x_dims, y_dims, k, s, lo, hi,
+                 x.untyped_data(), ws->typed_data(), y->untyped_data());
 }
 
 ffi::Error MaxPoolBackward(Any dy, ffi::Buffer<ffi::U8> ws, Out dx, Ints k, Ints s, Ints lo,
                            Ints hi) {
-  return MaxPool(true, dy.element_type(), dx->element_type(), Activation(dx->dimensions()),
-                 Activation(dy.dimensions()), k, s, lo, hi, dy.untyped_data(), ws.typed_data(),
-                 dx->untyped_data());
+  dims x_dims, y_dims;
+  if (auto e = MaxPoolShapes(dx->dimensions(), dy.dimensions(), k, s, lo, hi, &x_dims,
+                             &y_dims); e.failure()) return e;
+  return MaxPool(true, dy.element_type(), dx->element_type(), x_dims, y_dims, k, s, lo, hi,
+                 dy.untyped_data(), ws.typed_data(), dx->untyped_data());
 }
 }  // namespace
 

@@ -259,6 +259,54 @@ def test_missing_onednn_is_one_line(no_onednn):
 
 
 @needs_onednn
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_a_2d_kernel_convolves_every_frame_without_a_reshape(dtype):
+    """A 2D kernel with frames [N, T, H, W, I] is one 2D convolution of all N * T frames (the
+    "onednn_stacked" stems), with the operands handed over as they are: on XLA's CPU backend a
+    bf16 reshape between two custom calls is a copy."""
+    if not onednn.supports(dtype):
+        pytest.skip("no bfloat16 instructions")
+    x, w, stride, pad = _case("2D 3x3 stride 2, odd size")
+    frames = np.stack([x, -0.5 * x, x[::-1]], axis=1)  # [N, 3, H, W, I]
+    frames, w = jnp.asarray(frames, dtype), jnp.asarray(w)
+
+    def run(conv, frames, w):
+        y, vjp = jax.vjp(conv, frames, w)
+        return (y,) + vjp(jnp.cos(jnp.arange(y.size, dtype=jnp.float32)).reshape(y.shape)
+                          .astype(y.dtype))
+
+    def per_frame(frames, w):  # XLA, on the frames as a batch of images, in float32
+        n, t = frames.shape[:2]
+        flat = frames.astype(jnp.float32).reshape((n * t,) + frames.shape[2:])
+        y = convolve(flat, w.astype(jnp.float32), stride, pad, "native")
+        return y.reshape((n, t) + y.shape[1:]).astype(frames.dtype)
+
+    got = jax.jit(functools.partial(run, lambda f, w: onednn.convolution(f, w, stride, pad)))(
+        frames, w)
+    want = jax.jit(functools.partial(run, per_frame))(frames, w)
+    relative = 2e-5 if dtype == jnp.float32 else 2e-2
+    for what, g, r in zip(("y", "dx", "dw"), got, want):
+        _assert_close(np.asarray(g, np.float32), np.asarray(r, np.float32), relative, what)
+    program = jax.jit(lambda f, w: onednn.convolution(f, w, stride, pad)).lower(
+        frames, w).as_text()
+    assert "stablehlo.reshape" not in program
+
+
+@needs_onednn
+def test_operands_of_the_wrong_rank_are_refused():
+    x, w, stride, pad = _case("3x3x3")
+    with pytest.raises(ValueError, match="a 3D kernel or"):
+        onednn.convolution(jnp.asarray(x[:, 0]), jnp.asarray(w), stride, pad)
+    # the handler's own check, past the Python one: a 3D kernel with 4D activations
+    call = jax.ffi.ffi_call(onednn.TARGETS["forward"],
+                            jax.ShapeDtypeStruct((2, 4, 4, 3), jnp.float32))
+    with pytest.raises(Exception, match=r"a kernel \[kd, kh, kw, I, O\] with activations"):
+        jax.jit(lambda x, w: call(x, w, strides=np.ones(3, np.int64),
+                                  pad_lo=np.ones(3, np.int64), pad_hi=np.ones(3, np.int64)))(
+            jnp.asarray(x[:, 0]), jnp.asarray(w)).block_until_ready()
+
+
+@needs_onednn
 def test_vmap_runs_the_calls_in_turn():
     x, w, stride, pad = _case("3x3x3")
     xs = np.stack([x, -2 * x])

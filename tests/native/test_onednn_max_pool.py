@@ -57,6 +57,17 @@ def test_bf16_values_and_gradients_equal_xla_with_ties(name):
 
 
 @needs_onednn
+def test_a_2d_pool_takes_its_input_as_it_is():
+    """[N, H, W, C] goes to the handlers without a reshape (a copy in bf16 on XLA's CPU
+    backend), forward and backward."""
+    x = jnp.ones(POOLS["2D stem"][0], jnp.float32)
+    program = jax.jit(jax.grad(lambda x: jnp.sum(torch_max_pool(x, 3, 2, 1, "onednn")))).lower(
+        x).as_text()
+    assert onednn.TARGETS["max_pool_backward"] in program
+    assert "stablehlo.reshape" not in program
+
+
+@needs_onednn
 def test_pmap_and_vmap():
     x = np.random.default_rng(1).standard_normal((2, 5, 9, 7, 3)).astype(np.float32)
     xs = np.stack([x * (i + 1) for i in range(jax.local_device_count())])
