@@ -101,13 +101,15 @@ def torch_conv(features: int, kernel: Sequence[int], stride: Sequence[int], padd
                      name=name)
 
 
-def torch_batch_norm(train: bool, *, dtype: Any, axis_name: str | None, name: str) -> BatchNorm:
+def torch_batch_norm(train: bool, *, dtype: Any, axis_name: str | None, name: str,
+                     relu: bool = False) -> BatchNorm:
     """BatchNorm with PyTorch's eps and momentum (torch 0.1 == flax 0.9); float32 scale and stats.
 
     With `axis_name` set (e.g. "batch" under pmap) the batch statistics are averaged over devices.
+    `relu`: followed by a ReLU, computed with it (see `BatchNorm.relu`).
     """
     return BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
-                     axis_name=axis_name, name=name)
+                     axis_name=axis_name, relu=relu, name=name)
 
 
 def torch_max_pool(x: jnp.ndarray, window: int, stride: int, padding: int,
@@ -162,16 +164,17 @@ class ResidualBlock(nn.Module):
             return torch_conv(features, kernel, stride, padding, dtype=self.dtype, name=name,
                               lowering=self.conv_lowering)
 
-        def bn(name):
-            return torch_batch_norm(train, dtype=self.dtype, axis_name=self.bn_axis_name, name=name)
+        def bn(name, relu=False):
+            return torch_batch_norm(train, dtype=self.dtype, axis_name=self.bn_axis_name,
+                                    relu=relu, name=name)
 
         out_features = self.planes * EXPANSION[self.kind]
         if self.kind == "basic":
-            y = nn.relu(bn("bn1")(conv(self.planes, three, strided, one, "conv1")(x)))
+            y = bn("bn1", relu=True)(conv(self.planes, three, strided, one, "conv1")(x))
             y = bn("bn2")(conv(self.planes, three, one, one, "conv2")(y))
         else:
-            y = nn.relu(bn("bn1")(conv(self.planes, one, one, none, "conv1")(x)))
-            y = nn.relu(bn("bn2")(conv(self.planes, three, strided, one, "conv2")(y)))
+            y = bn("bn1", relu=True)(conv(self.planes, one, one, none, "conv1")(x))
+            y = bn("bn2", relu=True)(conv(self.planes, three, strided, one, "conv2")(y))
             y = bn("bn3")(conv(out_features, one, one, none, "conv3")(y))
 
         shortcut = x

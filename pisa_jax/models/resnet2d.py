@@ -44,8 +44,9 @@ class ResNet2D(nn.Module):
                              f"[N, H, W, {self.in_channels}], got shape {x.shape}")
         x = torch_conv(self.base_width, (7, 7), (2, 2), (3, 3), dtype=self.dtype, name="conv1",
                        lowering=self.conv_lowering)(x)
-        x = torch_batch_norm(train, dtype=self.dtype, axis_name=self.bn_axis_name, name="bn1")(x)
-        x = torch_max_pool(nn.relu(x), window=3, stride=2, padding=1,  # [N, H/4, W/4, w]
+        x = torch_batch_norm(train, dtype=self.dtype, axis_name=self.bn_axis_name, relu=True,
+                             name="bn1")(x)
+        x = torch_max_pool(x, window=3, stride=2, padding=1,  # [N, H/4, W/4, w]
                            lowering=self.conv_lowering)
         x = residual_stages(x, self.depth, base_width=self.base_width, train=train,
                             dtype=self.dtype, bn_axis_name=self.bn_axis_name,

@@ -52,8 +52,8 @@ class ResNet3D(nn.Module):
         x = torch_conv(self.base_width, (t_kernel, 7, 7), (self.conv1_t_stride, 2, 2),
                        (t_pad, 3, 3), dtype=self.dtype, name="conv1",
                        lowering=self.conv_lowering, min_input_channels=stem_channels)(x)
-        x = torch_batch_norm(train, dtype=self.dtype, axis_name=self.bn_axis_name, name="bn1")(x)
-        x = nn.relu(x)
+        x = torch_batch_norm(train, dtype=self.dtype, axis_name=self.bn_axis_name, relu=True,
+                             name="bn1")(x)
         if self.stem == "hara":
             x = torch_max_pool(x, window=3, stride=2, padding=1,  # [N, T/2, H/4, W/4, w]
                                lowering=self.conv_lowering)

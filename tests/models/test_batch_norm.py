@@ -1,6 +1,8 @@
 """pisa_jax.models.batch_norm against flax.linen.BatchNorm (the layer it replaces): same
 variables, outputs, gradients and running averages, alone and synchronised over devices, with
 its sums from the native one-pass handlers (CPU) and from XLA's reductions."""
+import re
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -29,9 +31,17 @@ def flax_batch_norm(train, axis_name=None, dtype=jnp.float32):
                         param_dtype=jnp.float32, axis_name=axis_name)
 
 
-def project_batch_norm(train, axis_name=None, dtype=jnp.float32):
+def project_batch_norm(train, axis_name=None, dtype=jnp.float32, relu=False):
     return batch_norm.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                                dtype=dtype, axis_name=axis_name)
+                                dtype=dtype, axis_name=axis_name, relu=relu)
+
+
+class ReluAfter(nn.Module):
+    """nn.relu after the layer: what BatchNorm(relu=True) computes in one."""
+    layer: nn.Module
+
+    def __call__(self, x):
+        return nn.relu(self.layer(x))
 
 
 def inputs(shape=SHAPE, seed=0):
@@ -151,6 +161,40 @@ def test_the_native_sums_run_in_both_passes(sums, dtype):
     native = sums == "native"
     assert (batch_norm_sums.MOMENTS in program) == native
     assert (batch_norm_sums.GRADIENT_SUMS in program) == native
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("train", [True, False])
+def test_relu_inside_equals_relu_after(sums, dtype, train):
+    """BatchNorm(relu=True), whose gradient takes the ReLU's mask from its output, gives the
+    same bits as nn.relu after the layer: output, running averages and every gradient."""
+    x, weight, variables = inputs()
+    x = x.astype(dtype)
+    ours = loss_and_grads(project_batch_norm(train, dtype=dtype, relu=True), x, weight,
+                          variables)
+    theirs = loss_and_grads(ReluAfter(project_batch_norm(train, dtype=dtype)), x, weight,
+                            {"params": {"layer": variables["params"]},
+                             "batch_stats": {"layer": variables["batch_stats"]}})
+    (y, stats, (d_params, d_x)), (y2, stats2, (d_params2, d_x2)) = ours, theirs
+    assert_trees_close((y, stats, d_params, d_x),
+                       (y2, stats2["layer"], d_params2["layer"], d_x2), 0, 0)
+    assert float(jnp.mean(y == 0)) > 0.2  # the ReLU cut part of the output
+    assert float(jnp.abs(d_x.astype(jnp.float32)).max()) > 0.01
+
+
+def test_native_relu_gradient_sums_run_where_the_relu_is_inside(sums):
+    x, weight, variables = inputs()
+    layer = project_batch_norm(True, relu=True)
+    program = jax.jit(lambda p, x: jax.grad(
+        lambda p: jnp.sum(layer.apply({"params": p, "batch_stats": variables["batch_stats"]},
+                                      x, mutable=["batch_stats"])[0] * weight))(p)).lower(
+        variables["params"], x).as_text()
+    assert (batch_norm_sums.RELU_GRADIENT_SUMS in program) == (sums == "native")
+    # the native sums take the activations as they are: in bf16 a reshape before a custom call
+    # is a copy on XLA's CPU backend
+    activation = "x".join(map(str, SHAPE))
+    reshaped = re.search(rf"stablehlo.reshape [^\n]*\(tensor<{activation}x", program)
+    assert (reshaped is None) == (sums == "native")
 
 
 def test_column_sum():

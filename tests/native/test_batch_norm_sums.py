@@ -1,5 +1,7 @@
 """BatchNorm's one-pass sums (pisa_jax.native.batch_norm_sums) against float64 NumPy, in float32
 and bf16, split over XLA's thread pool or not; and where they step aside."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,7 +23,7 @@ def _operands(shape, dtype, seed=0):
     rng = np.random.default_rng(seed)
     x = jnp.asarray(rng.standard_normal(shape) * 2.0 + 3.0, dtype)  # an offset mean
     dy = jnp.asarray(rng.standard_normal(shape), dtype)
-    x64 = np.asarray(x.astype(jnp.float32), np.float64)
+    x64 = np.asarray(x.astype(jnp.float32), np.float64).reshape(-1, shape[-1])  # [M, C]
     mean = jnp.asarray(x64.mean(0), jnp.float32)
     inverse_std = jnp.asarray(1.0 / x64.std(0), jnp.float32)
     return x, dy, mean, inverse_std
@@ -59,6 +61,37 @@ def test_gradient_sums(shape, dtype):
 
 
 @needs_sums
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_relu_gradient_sums(shape, dtype):
+    """With a ReLU's output, dy counts only where that output is > 0."""
+    x, dy, mean, inverse_std = _operands(shape, dtype)
+    relu_output = jnp.maximum(x - 3.0, 0).astype(dtype)  # about half of it zero
+    got = jax.jit(batch_norm_sums.gradient_sums)(dy, x, mean, inverse_std, relu_output)
+    x_hat = (_f64(x) - _f64(mean)) * _f64(inverse_std)
+    dy64 = np.where(_f64(relu_output) > 0, _f64(dy), 0.0)
+    _assert_close(got, np.stack([dy64.sum(0), (dy64 * x_hat).sum(0)]), 1e-6)
+
+
+@needs_sums
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_activations_of_any_rank_are_m_by_c(dtype):
+    """[N, T, H, W, C] and [N, H, W, C] operands are summed as their [M, C] view."""
+    for shape in [(2, 3, 5, 7, 6), (3, 5, 7, 6)]:
+        x, dy, mean, inverse_std = _operands(shape, dtype)
+        matrix = lambda a: a.reshape(-1, shape[-1])  # noqa: E731
+        np.testing.assert_array_equal(jax.jit(batch_norm_sums.moments)(x),
+                                      jax.jit(batch_norm_sums.moments)(matrix(x)))
+        for mask in (None, x):
+            sums = functools.partial(batch_norm_sums.gradient_sums, relu_output=mask)
+            flat = functools.partial(batch_norm_sums.gradient_sums,
+                                     relu_output=None if mask is None else matrix(mask))
+            np.testing.assert_array_equal(
+                jax.jit(sums)(dy, x, mean, inverse_std),
+                jax.jit(flat)(matrix(dy), matrix(x), mean, inverse_std))
+
+
+@needs_sums
 def test_the_same_bits_every_call():
     x, dy, mean, inverse_std = _operands((50_001, 13), jnp.float32)
     moments = jax.jit(batch_norm_sums.moments)
@@ -76,6 +109,9 @@ def test_refuses_what_it_cannot_sum():
     x, dy, mean, inverse_std = _operands((5, 4), jnp.float32)
     with pytest.raises(Exception, match="BatchNorm gradient sums: mismatched operands"):
         jax.jit(batch_norm_sums.gradient_sums)(dy, x, mean[:3], inverse_std).block_until_ready()
+    with pytest.raises(Exception, match="BatchNorm gradient sums: mismatched operands"):
+        jax.jit(batch_norm_sums.gradient_sums)(dy, x, mean, inverse_std,
+                                               x.astype(jnp.bfloat16)).block_until_ready()
 
 
 def test_applies_to_float32_and_bf16_on_the_cpu_only():
