@@ -70,7 +70,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from pisa_jax.native import onednn
+from pisa_jax.native import frame_stack, onednn
 
 CONV_LOWERINGS = ("auto", "native", "taps", "stacked", "onednn")
 # "auto" on CPU stacks the taps on channels while the stacked input stays this thin, or while at
@@ -286,11 +286,12 @@ def _stacked(x, kernel, strides, padding, conv2d=None):
     (`conv2d`, default XLA's) with the kernel reshaped to [kh, kw, kt * I, O]. x [N, T, H, W, I]."""
     kt, kh, kw, in_features, out_features = kernel.shape
     (st, *s2d), (pt, *p2d) = strides, padding
-    t_out = _frames_per_output(x.shape[1], kt, st, pt)
-    if pt:
-        x = jnp.pad(x, ((0, 0), (pt, pt), (0, 0), (0, 0), (0, 0)))
-    taps = [lax.slice_in_dim(x, k, k + (t_out - 1) * st + 1, st, axis=1) for k in range(kt)]
-    frames = taps[0] if kt == 1 else jnp.concatenate(taps, axis=-1)  # [N, T', H, W, kt * I]
+    # [N, T', H, W, kt * I]; natively beside oneDNN's convolution (XLA's concatenation was the
+    # bf16 step's longest operation of its own)
+    if conv2d is not None and frame_stack.applies(x.dtype):
+        frames = frame_stack.stack(x, kt, st, pt)
+    else:
+        frames = frame_stack.stack_with_xla(x, kt, st, pt)
     kernel2d = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape(kh, kw, kt * in_features,
                                                               out_features)
     return _conv2d_over_frames(frames, kernel2d, s2d, p2d, conv2d)
