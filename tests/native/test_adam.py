@@ -1,5 +1,6 @@
 """The one-pass Adam step (pisa_jax.native.adam) computes what the optax chain computes, to
-float32 rounding, updates the donated state in place, and steps aside where it cannot run."""
+float32 rounding, updates the donated state in place, and steps aside where it cannot run
+(without a build or when turned off: tests/native/test_build.py)."""
 import functools
 
 import jax
@@ -10,8 +11,6 @@ import pytest
 
 from pisa_jax import xla_options
 from pisa_jax.native import adam as native_adam
-from pisa_jax.native import build
-from pisa_jax.native.build import NativeBuildError
 from pisa_jax.train import optimizer
 from pisa_jax.train.optimizer import apply_optimizer, coupled_adam
 
@@ -102,20 +101,3 @@ def test_steps_aside_where_it_cannot_run(monkeypatch):
     sgd = optax.sgd(0.1)
     new, _ = apply_optimizer(sgd, grads, sgd.init(params), params)
     np.testing.assert_array_equal(new["bias"], params["bias"] - 0.1 * grads["bias"])
-
-
-def test_an_unbuildable_handler_is_one_line(monkeypatch, fresh_load):
-    def fail(*args, **kwargs):
-        raise NativeBuildError("no C++ compiler found (set CXX, or install g++)")
-
-    fresh_load(native_adam)
-    monkeypatch.setattr(build, "build_and_load", fail)
-    assert not native_adam.available()
-    assert native_adam.unavailable_reason() == "no C++ compiler found (set CXX, or install g++)"
-
-
-def test_the_environment_can_turn_it_off(monkeypatch, fresh_load):
-    fresh_load(native_adam)
-    monkeypatch.setenv("PISA_JAX_FUSED_ADAM", "off")
-    assert native_adam.unavailable_reason() == "turned off by PISA_JAX_FUSED_ADAM=off"
-    assert not native_adam.applies({"w": jnp.ones(3)})

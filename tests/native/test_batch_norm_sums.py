@@ -1,5 +1,6 @@
 """BatchNorm's one-pass sums (pisa_jax.native.batch_norm_sums) against float64 NumPy, in float32
-and bf16, split over XLA's thread pool or not; and where they step aside."""
+and bf16, split over XLA's thread pool or not, masked by a ReLU's output, of any rank; and what
+they refuse (without a build or when turned off: tests/native/test_build.py)."""
 import functools
 
 import jax
@@ -8,8 +9,6 @@ import numpy as np
 import pytest
 
 from pisa_jax.native import batch_norm_sums
-from pisa_jax.native import build
-from pisa_jax.native.build import NativeBuildError
 
 needs_sums = pytest.mark.skipif(batch_norm_sums.unavailable_reason() is not None,
                                 reason=f"native sums: {batch_norm_sums.unavailable_reason()}")
@@ -112,28 +111,3 @@ def test_refuses_what_it_cannot_sum():
     with pytest.raises(Exception, match="BatchNorm gradient sums: mismatched operands"):
         jax.jit(batch_norm_sums.gradient_sums)(dy, x, mean, inverse_std,
                                                x.astype(jnp.bfloat16)).block_until_ready()
-
-
-def test_applies_to_float32_and_bf16_on_the_cpu_only():
-    built = batch_norm_sums.unavailable_reason() is None
-    assert batch_norm_sums.applies(jnp.float32) == (jax.default_backend() == "cpu" and built)
-    assert batch_norm_sums.applies(jnp.bfloat16) == batch_norm_sums.applies(jnp.float32)
-    assert not batch_norm_sums.applies(jnp.float16)
-
-
-def test_an_unbuildable_handler_is_one_line(monkeypatch, fresh_load):
-    def fail(*args, **kwargs):
-        raise NativeBuildError("no C++ compiler found (set CXX, or install g++)")
-
-    fresh_load(batch_norm_sums)
-    monkeypatch.setattr(build, "build_and_load", fail)
-    assert batch_norm_sums.unavailable_reason() == (
-        "no C++ compiler found (set CXX, or install g++)")
-    assert not batch_norm_sums.applies(jnp.float32)
-
-
-def test_the_environment_can_turn_it_off(monkeypatch, fresh_load):
-    fresh_load(batch_norm_sums)
-    monkeypatch.setenv("PISA_JAX_NATIVE_BATCH_NORM", "off")
-    assert batch_norm_sums.unavailable_reason() == "turned off by PISA_JAX_NATIVE_BATCH_NORM=off"
-    assert not batch_norm_sums.applies(jnp.float32)

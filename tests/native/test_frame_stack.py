@@ -1,13 +1,13 @@
 """The native frame stack (pisa_jax.native.frame_stack) against XLA's form, to the bit, in
-float32 and bf16, with its gradient; where it steps aside; and that the stacked stems use it."""
+float32 and bf16, with its gradient; what it refuses; and that the stacked stems use it (without
+a build or when turned off: tests/native/test_build.py)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from pisa_jax.models.lowering import convolve
-from pisa_jax.native import build, frame_stack, onednn
-from pisa_jax.native.build import NativeBuildError
+from pisa_jax.native import frame_stack, onednn
 
 needs_stack = pytest.mark.skipif(frame_stack.unavailable_reason() is not None,
                                  reason=f"frame stack: {frame_stack.unavailable_reason()}")
@@ -68,27 +68,3 @@ def test_the_stacked_bf16_stem_stacks_natively():
     program = jax.jit(lambda x, k: convolve(x, k, (1, 2, 2), (3, 3, 3), "onednn")).lower(
         x, kernel).as_text()
     assert frame_stack.TARGET in program and "concatenate" not in program
-
-
-def test_applies_to_float32_and_bf16_on_the_cpu_only():
-    built = frame_stack.unavailable_reason() is None
-    assert frame_stack.applies(jnp.float32) == (jax.default_backend() == "cpu" and built)
-    assert frame_stack.applies(jnp.bfloat16) == frame_stack.applies(jnp.float32)
-    assert not frame_stack.applies(jnp.float16)
-
-
-def test_an_unbuildable_handler_is_one_line(monkeypatch, fresh_load):
-    def fail(*args, **kwargs):
-        raise NativeBuildError("no C++ compiler found (set CXX, or install g++)")
-
-    fresh_load(frame_stack)
-    monkeypatch.setattr(build, "build_and_load", fail)
-    assert frame_stack.unavailable_reason() == "no C++ compiler found (set CXX, or install g++)"
-    assert not frame_stack.applies(jnp.float32)
-
-
-def test_the_environment_can_turn_it_off(monkeypatch, fresh_load):
-    fresh_load(frame_stack)
-    monkeypatch.setenv("PISA_JAX_NATIVE_FRAME_STACK", "off")
-    assert frame_stack.unavailable_reason() == "turned off by PISA_JAX_NATIVE_FRAME_STACK=off"
-    assert not frame_stack.applies(jnp.float32)
