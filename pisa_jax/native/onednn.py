@@ -177,6 +177,7 @@ def convolution(x: jnp.ndarray, kernel: jnp.ndarray, strides: Sequence[int],
 
     The handlers take the frames as they are because XLA CPU writes a copy of a bfloat16 operand
     (through float32) for a reshape between two custom calls.
+
     x is float32, or bfloat16 where `supports(bfloat16)`; the kernel is x's dtype or float32
     (oneDNN then converts it while reordering it, and writes the kernel's gradient in float32,
     accumulated in float32 either way).
