@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "pool_chunks.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -56,9 +57,7 @@ ffi::Future Adam(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> p, ffi::Buffer<ffi:
   const int64_t n = p.element_count();
   if (g.element_count() != n || mu.element_count() != n || nu.element_count() != n ||
       coefficients.element_count() != 3) {
-    ffi::Promise failed;
-    failed.SetError(ffi::Error(ffi::ErrorCode::kInvalidArgument, "Adam: mismatched buffer sizes"));
-    return ffi::Future(failed);
+    return Failed("Adam: mismatched buffer sizes");
   }
   const float* k = coefficients.typed_data();
   // As JAX computes `(1 - b1) * g`: the Python float 1 - b1, rounded to float32 once.
@@ -73,23 +72,9 @@ ffi::Future Adam(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> p, ffi::Buffer<ffi:
          vo + begin, c);
   };
   const int64_t chunks = std::max<int64_t>(1, std::min(pool.num_threads(), n / kChunk));
-  if (chunks == 1) {
-    run(0, n);
-    ffi::Promise done;
-    done.SetAvailable();
-    return ffi::Future(done);
-  }
-  ffi::CountDownPromise done(chunks);
   const int64_t size = (n + chunks - 1) / chunks;
-  for (int64_t i = 1; i < chunks; ++i) {
-    pool.Schedule([=]() mutable {
-      run(i * size, std::min(n, (i + 1) * size));
-      done.CountDown(1);
-    });
-  }
-  run(0, size);
-  done.CountDown(1);
-  return ffi::Future(done);
+  return RunChunks(
+      pool, chunks, [=](int64_t i) { run(i * size, std::min(n, (i + 1) * size)); }, []() {});
 }
 
 }  // namespace

@@ -24,6 +24,7 @@
 #include <memory>
 #include <vector>
 
+#include "pool_chunks.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -152,44 +153,22 @@ void RunChunk(const Call& call, int64_t begin, int64_t end, double* sums) {
   }
 }
 
-// Rows are split into up to one chunk per thread of XLA's intra-op pool; the handler returns at
-// once with a future, which the chunk that ends last completes after adding them up.
+// Rows are split into up to one chunk per thread of XLA's intra-op pool; the chunk that ends
+// last adds them up.
 ffi::Future Run(ffi::ThreadPool pool, const Call& call) {
   const int64_t elements = call.rows * call.channels;
   const int64_t chunks = std::max<int64_t>(
       1, std::min({pool.num_threads(), elements / kChunk, call.rows}));
-  struct State {
-    Call call;
-    int64_t chunks;
-    std::vector<double> partial;
-    std::atomic<int64_t> remaining;
-    ffi::Promise done;
-  };
-  auto state = std::make_shared<State>();
-  state->call = call;
-  state->chunks = chunks;
-  state->partial.assign(chunks * 2 * call.channels, 0.0);
-  state->remaining.store(chunks);
-  ffi::Future result(state->done);
+  // each chunk's float64 accumulators [2, C], summed in chunk order once all have run
+  auto partial = std::make_shared<std::vector<double>>(chunks * 2 * call.channels, 0.0);
   const int64_t size = (call.rows + chunks - 1) / chunks;
-  auto run = [state, size](int64_t i) {
-    const Call& c = state->call;
-    RunChunk(c, i * size, std::min(c.rows, (i + 1) * size),
-             state->partial.data() + i * 2 * c.channels);
-    if (state->remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-      Finish(c, state->partial, state->chunks);
-      state->done.SetAvailable();
-    }
-  };
-  for (int64_t i = 1; i < chunks; ++i) pool.Schedule([run, i]() { run(i); });
-  run(0);
-  return result;
-}
-
-ffi::Future Failed(const char* message) {
-  ffi::Promise failed;
-  failed.SetError(ffi::Error(ffi::ErrorCode::kInvalidArgument, message));
-  return ffi::Future(failed);
+  return RunChunks(
+      pool, chunks,
+      [call, partial, size](int64_t i) {
+        RunChunk(call, i * size, std::min(call.rows, (i + 1) * size),
+                 partial->data() + i * 2 * call.channels);
+      },
+      [call, partial, chunks]() { Finish(call, *partial, chunks); });
 }
 
 // x [..., C] (row-major, as XLA hands custom calls their operands) viewed as [M, C]: the caller

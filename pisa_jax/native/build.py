@@ -95,6 +95,10 @@ def build_and_load(source: Path, include_dirs: Sequence[str], library_dir: str,
         raise NativeBuildError(f"loading {target} failed: {e}") from None
 
 
+# The header every compiler-only handler includes (its pool chunks and failed futures).
+POOL_CHUNKS = Path(__file__).with_name("pool_chunks.h")
+
+
 def load_handlers(source: Path, targets: Sequence[str], switch: str,
                   flags: Sequence[str] = ()) -> str | None:
     """Builds `source` (a C++ compiler only: no library linked), loads it and registers its FFI
@@ -103,7 +107,8 @@ def load_handlers(source: Path, targets: Sequence[str], switch: str,
     if os.environ.get(switch, "").lower() == "off":
         return f"turned off by {switch}=off"
     try:
-        library = build_and_load(source, [], str(source.parent), [], flags=flags)
+        library = build_and_load(source, [], str(source.parent), [], headers=[POOL_CHUNKS],
+                                 flags=flags)
     except NativeBuildError as e:
         return str(e)
     for target in targets:

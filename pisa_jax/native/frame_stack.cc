@@ -11,12 +11,11 @@
 //   y[n, j, h, w, k * C + c] = x[n, j * stride + k - pad, h, w, c], zero where that frame is
 //   outside [0, T). Attributes: stride, pad; K and T' come from y's shape.
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <cstring>
-#include <memory>
 #include <vector>
 
+#include "pool_chunks.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -34,9 +33,9 @@ void StackFrame(const char* const* sources, int64_t taps, int64_t pixels, int64_
     char* dst = out + p * taps * piece;
     for (int64_t k = 0; k < taps; ++k) {
       if (sources[k] != nullptr) {
-        std::memcpy(dst + k * piece, sources[k] + p * piece, B ? B : bytes);
+        std::memcpy(dst + k * piece, sources[k] + p * piece, piece);
       } else {
-        std::memset(dst + k * piece, 0, B ? B : bytes);
+        std::memset(dst + k * piece, 0, piece);
       }
     }
   }
@@ -70,12 +69,6 @@ void StackFrames(const Geometry& g, const char* x, char* y, int64_t begin, int64
   }
 }
 
-ffi::Future Failed(const char* message) {
-  ffi::Promise failed;
-  failed.SetError(ffi::Error(ffi::ErrorCode::kInvalidArgument, message));
-  return ffi::Future(failed);
-}
-
 ffi::Future Stack(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::Result<ffi::AnyBuffer> y,
                   int64_t stride, int64_t pad) {
   const auto xd = x.dimensions();
@@ -95,26 +88,15 @@ ffi::Future Stack(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::Result<ffi::AnyBu
   const char* source = static_cast<const char*>(x.untyped_data());
   char* out = static_cast<char*>(y->untyped_data());
   const int64_t total = g.batch * g.frames_out;
-  // One chunk of output frames per thread of XLA's pool; the handler returns a future that the
-  // chunk finishing last completes.
+  // One chunk of output frames per thread of XLA's pool.
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(pool.num_threads(), total));
-  struct State {
-    std::atomic<int64_t> remaining;
-    ffi::Promise done;
-  };
-  auto state = std::make_shared<State>();
-  state->remaining.store(chunks);
-  ffi::Future result(state->done);
   const int64_t size = (total + chunks - 1) / chunks;
-  auto run = [state, g, source, out, size, total](int64_t i) {
-    StackFrames(g, source, out, std::min(total, i * size), std::min(total, (i + 1) * size));
-    if (state->remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-      state->done.SetAvailable();
-    }
-  };
-  for (int64_t i = 1; i < chunks; ++i) pool.Schedule([run, i]() { run(i); });
-  run(0);
-  return result;
+  return RunChunks(
+      pool, chunks,
+      [g, source, out, size, total](int64_t i) {
+        StackFrames(g, source, out, std::min(total, i * size), std::min(total, (i + 1) * size));
+      },
+      []() {});
 }
 
 }  // namespace
