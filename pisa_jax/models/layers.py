@@ -17,7 +17,7 @@ from jax import lax
 
 from pisa_jax.models.batch_norm import BatchNorm
 from pisa_jax.models.lowering import check_lowering, convolve, resolve_max_pool
-from pisa_jax.native import onednn
+from pisa_jax.native import onednn_pool
 
 # The stems' RGB input is zero-padded to this many channels in bf16 on a GPU
 # (TorchConv.min_input_channels; `stem_input_channels`).
@@ -126,7 +126,7 @@ def torch_max_pool(x: jnp.ndarray, window: int, stride: int, padding: int,
     an index array per spatial dim: 2-3x faster forward + backward on CPU at the stems' shapes.
     """
     if resolve_max_pool(lowering, x.shape, window, stride, padding, dtype=x.dtype) == "onednn":
-        return onednn.max_pool(x, window, stride, padding)
+        return onednn_pool.max_pool(x, window, stride, padding)
     for axis in range(x.ndim - 2, 0, -1):  # [N, ..., L, ..., C] -> [N, ..., L_out, ..., C]
         length_out = (x.shape[axis] + 2 * padding - window) // stride + 1
         config = [(0, 0, 0)] * x.ndim

@@ -70,7 +70,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from pisa_jax.native import frame_stack, onednn
+from pisa_jax.native import frame_stack, onednn, onednn_pool
 
 CONV_LOWERINGS = ("auto", "native", "taps", "stacked", "onednn")
 # "auto" on CPU stacks the taps on channels while the stacked input stays this thin, or while at
@@ -163,7 +163,7 @@ def resolve_max_pool(lowering: str, x_shape: Sequence[int], window: int, stride:
             or precision not in (jnp.float32, jnp.bfloat16)):
         return "xla"
     if len(x_shape) not in (4, 5) or any(
-            onednn.max_pool_high_padding(size, window, stride, padding) < 0
+            onednn_pool.max_pool_high_padding(size, window, stride, padding) < 0
             for size in x_shape[1:-1]):
         return "xla"
     preferred = onednn.preferred(precision) if onednn_preferred is None else onednn_preferred

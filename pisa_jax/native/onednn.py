@@ -1,5 +1,6 @@
 """Float32 and bf16 CPU convolutions run by oneDNN (the library PyTorch's CPU convolutions use),
-called from XLA through its FFI, with their own gradients; and the max-pool.
+called from XLA through its FFI, with their own gradients; building and loading the handlers
+(the max-pool's too: it is in `onednn_pool`).
 
 XLA CPU computes convolutions with Eigen, whose matrix kernels reach ~60 % of what oneDNN's
 reach on this project's shapes: oneDNN takes the 3D stem's forward + weight gradient in ~225 ms
@@ -120,6 +121,11 @@ def _load() -> str | None:
     return _loaded()[1]
 
 
+def libraries() -> Libraries | None:
+    """The loaded handler libraries, None where `unavailable_reason()` says why not."""
+    return _loaded()[0]
+
+
 def preferred(dtype=jnp.float32) -> bool:
     """Whether "auto" sends CPU convolutions of `dtype` here.
 
@@ -130,12 +136,12 @@ def preferred(dtype=jnp.float32) -> bool:
     bfloat16 (all of them): oneDNN is available and this CPU has bfloat16 instructions (AVX-512
     BF16 or AMX), which oneDNN's bfloat16 kernels need to run natively; elsewhere oneDNN would
     emulate them, so bfloat16 convolutions stay XLA's (and `supports` says no)."""
-    libraries, _ = _loaded()
-    if libraries is None:
+    loaded = libraries()
+    if loaded is None:
         return False
     if jnp.dtype(dtype) == jnp.bfloat16:
-        return bool(libraries.conv.PisaOnednnHasBf16())
-    return jnp.dtype(dtype) == jnp.float32 and bool(libraries.conv.PisaOnednnHasAvx512())
+        return bool(loaded.conv.PisaOnednnHasBf16())
+    return jnp.dtype(dtype) == jnp.float32 and bool(loaded.conv.PisaOnednnHasAvx512())
 
 
 def supports(dtype) -> bool:
@@ -162,7 +168,7 @@ def check_available() -> None:
         raise NativeBuildError(f"conv lowering 'onednn': {reason}")
 
 
-def _check_dtype(what: str, dtype) -> None:
+def check_dtype(what: str, dtype) -> None:
     if not supports(dtype):
         raise TypeError(f"oneDNN {what} takes float32, or bfloat16 on a CPU with bfloat16 "
                         f"instructions; got {jnp.dtype(dtype)}")
@@ -183,7 +189,7 @@ def convolution(x: jnp.ndarray, kernel: jnp.ndarray, strides: Sequence[int],
     accumulated in float32 either way).
     """
     check_available()
-    _check_dtype("convolution", x.dtype)
+    check_dtype("convolution", x.dtype)
     if kernel.dtype not in (x.dtype, jnp.float32):
         raise TypeError(f"oneDNN convolution: kernel {kernel.dtype} with input {x.dtype} "
                         f"(the kernel must be the input's dtype or float32)")
@@ -195,7 +201,7 @@ def convolution(x: jnp.ndarray, kernel: jnp.ndarray, strides: Sequence[int],
     return _conv(x, kernel, tuple(strides), tuple(padding))
 
 
-def _attributes(strides, padding) -> dict[str, np.ndarray]:
+def window_attributes(strides, padding) -> dict[str, np.ndarray]:
     return {"strides": np.asarray(strides, np.int64), "pad_lo": np.asarray(padding, np.int64),
             "pad_hi": np.asarray(padding, np.int64)}
 
@@ -215,7 +221,7 @@ def _call(target: str, shape, dtype, a, b, strides, padding):
     out = jax.ShapeDtypeStruct(tuple(shape), dtype)
     # vmap (e.g. jax.jacrev) runs the calls one after another: correct for any batched operand
     return jax.ffi.ffi_call(TARGETS[target], out, vmap_method="sequential")(
-        a, b, **_attributes(strides, padding))
+        a, b, **window_attributes(strides, padding))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -240,87 +246,3 @@ def _conv_backward(strides, padding, residuals, dy):
 
 
 _conv.defvjp(_conv_forward, _conv_backward)
-
-
-def max_pool_high_padding(size: int, window: int, stride: int, padding: int) -> int:
-    """The padding past the end that floor mode reads (oneDNN takes it explicitly): at most
-    `padding`, less where the last window stops short; negative where it drops input."""
-    out = (size + 2 * padding - window) // stride + 1
-    return (out - 1) * stride + window - size - padding
-
-
-def max_pool(x: jnp.ndarray, window: int, stride: int, padding: int) -> jnp.ndarray:
-    """`torch.nn.MaxPoolNd(window, stride, padding)` (floor mode, the padding never the maximum)
-    on x [N, *spatial, C] (2 or 3 spatial dims), float32 (or bfloat16 where `supports` it) ->
-    [N, *spatial_out, C]. The gradient goes to the first maximum of each window, as PyTorch's
-    does. Every spatial dim's high padding (`max_pool_high_padding`) must be >= 0."""
-    check_available()
-    _check_dtype("max-pool", x.dtype)
-    if x.ndim == 4:  # 2D: the handlers run it as depth 1, without a reshape (see convolution)
-        return _max_pool3d(x, x.shape, (1, window, window), (1, stride, stride),
-                           (0, padding, padding))
-    if x.ndim != 5:
-        raise ValueError(f"oneDNN max-pool takes 2D or 3D inputs, got shape {x.shape}")
-    return _max_pool3d(x, x.shape, (window,) * 3, (stride,) * 3, (padding,) * 3)
-
-
-def _high_padding(shape, window, strides, padding) -> tuple[int, ...]:
-    """pad_hi per spatial dim for x of `shape` [N, D, H, W, C] (or [N, H, W, C]: D = 1);
-    refuses a pool that drops input."""
-    shape = _ndhwc(shape)
-    high = tuple(max_pool_high_padding(shape[1 + i], window[i], strides[i], padding[i])
-                 for i in range(3))
-    if min(high) < 0:
-        raise ValueError(f"max-pool of {shape} (window {window}, strides {strides}, padding "
-                         f"{padding}) drops input at the end: not supported by oneDNN")
-    return high
-
-
-def _ndhwc(shape) -> tuple[int, ...]:
-    return (shape[0], 1) + tuple(shape[1:]) if len(shape) == 4 else tuple(shape)
-
-
-def _pool_geometry(shape, dtype, window, strides, padding):
-    """(y shape, pad_hi, workspace bytes) for x of `shape` [N, D, H, W, C] (or [N, H, W, C]:
-    y then [N, H', W', C]) in `dtype`."""
-    rank, shape = len(shape), _ndhwc(shape)
-    high = _high_padding(shape, window, strides, padding)
-    y_shape = (shape[0],) + tuple((shape[1 + i] + padding[i] + high[i] - window[i]) // strides[i]
-                                  + 1 for i in range(3)) + (shape[-1],)
-    libraries, _ = _loaded()
-    ints = [(ctypes.c_int64 * len(v))(*v) for v in (shape, y_shape, window, strides, padding, high)]
-    workspace = libraries.pool.PisaOnednnMaxPoolWorkspaceBytes(int(dtype == jnp.bfloat16), *ints)
-    if workspace < 0:
-        raise ValueError(f"oneDNN has no max-pool of {shape} (window {window}, strides {strides})")
-    return (y_shape if rank == 5 else y_shape[:1] + y_shape[2:]), high, workspace
-
-
-def _pool_attributes(window, strides, padding, high) -> dict[str, np.ndarray]:
-    return {"window": np.asarray(window, np.int64), **_attributes(strides, padding),
-            "pad_hi": np.asarray(high, np.int64)}
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
-def _max_pool3d(x, shape, window, strides, padding):
-    return _max_pool3d_forward(x, shape, window, strides, padding)[0]
-
-
-def _max_pool3d_forward(x, shape, window, strides, padding):
-    y_shape, high, workspace_bytes = _pool_geometry(shape, x.dtype, window, strides, padding)
-    # the workspace: where each window's maximum is (oneDNN's layout), for the backward pass
-    y, workspace = jax.ffi.ffi_call(
-        TARGETS["max_pool_forward"], (jax.ShapeDtypeStruct(y_shape, x.dtype),
-                                      jax.ShapeDtypeStruct((workspace_bytes,), jnp.uint8)),
-        vmap_method="sequential")(x, **_pool_attributes(window, strides, padding, high))
-    return y, workspace
-
-
-def _max_pool3d_backward(shape, window, strides, padding, workspace, dy):
-    high = _high_padding(shape, window, strides, padding)
-    dx = jax.ffi.ffi_call(TARGETS["max_pool_backward"], jax.ShapeDtypeStruct(shape, dy.dtype),
-                          vmap_method="sequential")(
-        dy, workspace, **_pool_attributes(window, strides, padding, high))
-    return (dx,)
-
-
-_max_pool3d.defvjp(_max_pool3d_forward, _max_pool3d_backward)

@@ -1,5 +1,6 @@
 // XLA FFI handlers (CPU) that run a 3D max-pool and its gradient with oneDNN, in float32 or
-// bfloat16. Built and loaded by pisa_jax/native/onednn.py, beside onednn_conv.cc.
+// bfloat16. Built and loaded by pisa_jax/native/onednn.py, beside onednn_conv.cc; called from
+// pisa_jax/native/onednn_pool.py.
 //
 // Layouts are the project's: [N, D, H, W, C] (oneDNN's ndhwc); 2D pools come here as D = 1.
 // Attributes: window, strides, pad_lo, pad_hi (3 each, D H W). The forward pass also writes

@@ -8,7 +8,7 @@ import pytest
 
 from pisa_jax.models.layers import torch_max_pool
 from pisa_jax.models.lowering import ONEDNN_AUTO_MIN_POOL_ELEMENTS, resolve_max_pool
-from pisa_jax.native import onednn
+from pisa_jax.native import onednn, onednn_pool
 
 needs_onednn = pytest.mark.skipif(not onednn.available(),
                                   reason=f"onednn: {onednn.unavailable_reason()}")
@@ -104,4 +104,4 @@ def test_who_computes_a_max_pool():
 @needs_onednn
 def test_a_pool_that_drops_input_is_refused_in_one_line():
     with pytest.raises(ValueError, match="drops input at the end"):
-        onednn.max_pool(jnp.zeros((1, 7, 7, 4)), 2, 2, 0)
+        onednn_pool.max_pool(jnp.zeros((1, 7, 7, 4)), 2, 2, 0)
