@@ -58,12 +58,11 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
-from jax_step import JaxStep, add_step_flags, flops_text, median, random_samples  # noqa: E402
+from jax_step import JaxStep, add_step_flags, flops_text, median  # noqa: E402
 from pisa_jax import malloc  # noqa: E402
 from pisa_jax.errors import UserError  # noqa: E402
-from pisa_jax.data.pipeline import NORMALIZATION  # noqa: E402
 from pisa_jax.models.lowering import CONV_LOWERINGS  # noqa: E402
-from pisa_jax.train.config import TrainConfig  # noqa: E402
+from torch_step import TorchStep  # noqa: E402
 
 TORCH_VARIANT_PARTS = ("eager", "compile", "bf16", "cl3d")
 
@@ -131,47 +130,6 @@ def jax_names(args) -> list[str]:
     for name in extra:
         jax_variant_args(args, name[4:])  # a typo stops here, before any worker starts
     return [first] + extra
-
-
-class TorchStep:
-    """The PyTorch model and step of one variant, on random inputs already on its device."""
-
-    def __init__(self, name: str, args):
-        import torch
-
-        from pisa_jax.reference import skill_model
-        depths = tuple(int(d) for d in args.depths.split(","))
-        config = TrainConfig(depths=depths, batch_size=args.batch_size,
-                             base_width=args.base_width, visual_backbone=args.visual_backbone)
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
-        else:
-            torch.set_num_threads(os.cpu_count() or 1)
-        torch.manual_seed(0)  # every variant starts from the same weights
-        model = skill_model.SkillModel(
-            visual_backbone=config.visual_backbone, depths=config.depths, num_classes=10,
-            hidden=config.hidden, dropout=config.dropout, base_width=config.base_width,
-            conv1_t_stride=config.conv1_t_stride,
-            clip_shape=(args.clip_length, args.image_size, args.image_size)).to(self.device)
-        parts = set(name.split("+"))
-        mean, std = NORMALIZATION["c3d" if config.visual_backbone == "c3d" else config.visual_stem]
-        self.step = skill_model.make_train_step(
-            model, mean=mean, std=std, learning_rate=config.learning_rate,
-            weight_decay=config.weight_decay, compile_model="compile" in parts,
-            autocast_dtype=torch.bfloat16 if "bf16" in parts else None,
-            channels_last="cl3d" in parts)
-        host = random_samples(args, args.batch_size)
-        self.inputs = (torch.from_numpy(host["video"]).to(self.device),
-                       torch.from_numpy(host["spectrogram"]).to(self.device),
-                       torch.from_numpy(host["label"]).long().to(self.device))
-        self.info = {"version": f"torch {torch.__version__} on {self.device}"}
-
-    def run(self) -> None:
-        import torch
-        self.step(*self.inputs)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
 
 
 def one_line(error: BaseException) -> str:
