@@ -18,7 +18,6 @@ evaluate and predict; training refuses them (LegacyLayoutError names what to do)
 """
 from __future__ import annotations
 
-import logging
 import shutil
 import sys
 import time
@@ -32,6 +31,7 @@ import orbax.checkpoint as ocp
 
 from pisa_jax.files import atomic_write
 from pisa_jax.errors import UserError
+from pisa_jax.train import orbax_logs
 from pisa_jax.train.config import CONFIG_FILE, load_config
 from pisa_jax.train.state import InputSpec, TrainState, create_run, to_host
 
@@ -39,6 +39,8 @@ SERIES = ("best", "latest")   # what evaluate/predict's --checkpoint picks
 KEEP_LATEST = 3               # newest steps kept besides the best one
 DAMAGED_DIR = "damaged_checkpoints"   # in the workdir: steps that could not be read, moved aside
 SAVED_MARKER = ".checkpointed"        # in the workdir, once its first step is on disk: the step
+
+orbax_logs.quiet_unevaluated_steps()
 
 
 class CheckpointError(UserError):
@@ -60,16 +62,6 @@ class LegacyLayoutError(CheckpointError):
 def _best_key(metrics: dict) -> tuple[float, int]:
     """Orders evaluated steps, best last: higher accuracy, then the earlier step."""
     return float(metrics["accuracy"]), -int(metrics["step"])
-
-
-class _UnevaluatedStepFilter(logging.Filter):
-    """Steps saved between evaluations have no metrics by design; orbax warns at each one."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "did not provide metrics" not in record.getMessage()
-
-
-logging.getLogger("absl").addFilter(_UnevaluatedStepFilter())
 
 
 def _handlers() -> dict:
@@ -95,34 +87,6 @@ def _writer(directory: Path) -> ocp.CheckpointManager:
                                            best_fn=_best_key, best_mode="max",
                                            preservation_policy=keep)
     return ocp.CheckpointManager(directory.absolute(), options=options, item_handlers=_handlers())
-
-
-class _DamagedReadFilter(logging.Filter):
-    """asyncio's "Future exception was never retrieved" for the other reads of a damaged step,
-    which fail after the first failure has been reported (at garbage collection, or exit)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        return not (record.getMessage().startswith("Future exception was never retrieved")
-                    and isinstance(error, ValueError) and "Error reading" in str(error))
-
-
-def _quiet_closed_loop_callbacks() -> None:
-    """After a failed read of damaged data, the storage library's outstanding reads still call
-    back into orbax's event loop, which is closed by then; Python would print each refusal as a
-    traceback. Those (and only those) are dropped, from the first restore on."""
-    previous = sys.unraisablehook
-    if getattr(previous, "_pisa_jax_quiet", False):
-        return
-    logging.getLogger("asyncio").addFilter(_DamagedReadFilter())
-
-    def hook(unraisable):
-        error = unraisable.exc_value
-        if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
-            previous(unraisable)
-
-    hook._pisa_jax_quiet = True
-    sys.unraisablehook = hook
 
 
 def _short(error: BaseException) -> str:
@@ -236,7 +200,7 @@ class Checkpoints:
         if saved is None:
             raise DamagedCheckpointError(f"{where}: damaged or incomplete: no readable state")
         _compare(_shapes(template), _shapes(saved), where)
-        _quiet_closed_loop_callbacks()
+        orbax_logs.quiet_closed_loop_callbacks()
         try:
             restored = manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(template), meta=ocp.args.JsonRestore()))
