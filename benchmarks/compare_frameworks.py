@@ -37,6 +37,11 @@ for the JAX step (the same network) divided by each variant's time.
     python benchmarks/compare_frameworks.py ... --torch_variants none \
         --jax_variants native:xla_gpu_force_conv_nhwc=true,stacked,taps   # JAX choices only
     python benchmarks/compare_frameworks.py ... --jax_variants auto:no_onednn  # CPU: XLA's own
+    python benchmarks/compare_frameworks.py ... --step eval   # evaluation and prediction's step
+
+With --step eval both sides run the eval step instead: the forward pass in eval mode (running
+BatchNorm statistics, no dropout) and each head's probabilities, PyTorch's under
+torch.inference_mode; "epoch" is then --epoch_samples samples scored.
 
 The flags of benchmarks/train_step.py apply; --append_rows FILE adds the table's rows (with the
 configuration) to FILE, which benchmarks/gpu_suite.sh collects into one table.
@@ -267,7 +272,8 @@ def print_table(args, workers, times, first, libraries):
     visual = "c3d" if args.visual_backbone == "c3d" else f"r{args.depths.split(',')[0]}"
     configuration = (f"{visual}+r{args.depths.split(',')[1]} {args.precision} "
                      f"b{args.batch_size} {args.clips}x{args.clip_length}x{args.image_size}^2 "
-                     f"spec {args.spectrogram_size}^2 w{args.base_width}")
+                     f"spec {args.spectrogram_size}^2 w{args.base_width}"
+                     f"{' eval step' if args.step == 'eval' else ''}")
     versions = ", ".join(dict.fromkeys(w.info["version"] for w in workers.values() if w.info))
     against = " on the same allocator" if len(libraries) > 1 else ""
     print(f"\n{configuration}; {args.steps} round-robin steps per variant, each variant in its "

@@ -13,7 +13,9 @@
 #      flag --xla_gpu_force_conv_nhwc;
 #   4. where JAX's step spends its time at that setting: the device kernels per XLA operation,
 #      from a jax.profiler trace (benchmarks/profile_step.py; the trace stays in OUT_DIR/trace);
-#   5. R50-3D + R50-2D and C3D + R18-2D at batch 32, then all three at batch 4, bf16 and float32,
+#   5. the eval step at that setting (forward in eval mode: what scores the test split every
+#      epoch, and what predict runs), JAX next to PyTorch eager and eager + channels_last_3d;
+#   6. R50-3D + R50-2D and C3D + R18-2D at batch 32, then all three at batch 4, bf16 and float32,
 #      JAX next to PyTorch eager and eager + channels_last_3d (torch.compile only in item 2:
 #      each of its compilations takes a minute).
 # Paper shapes: 10 clips x 16 x 112 x 112 per sample, 224x224 spectrograms, full width, 10 timed
@@ -94,7 +96,11 @@ if in_budget "r18+r18 b32 bf16: profile"; then
     || echo "(profile_step.py exited with $?: see $LOG)" >> "$PROFILE"
 fi
 
-# 5. the rest of the matrix
+# 5. evaluation's step (what scores the test split every epoch, and what predict runs)
+compare "r18+r18 b32 bf16: eval step" "$ROWS" --depths 18,18 --batch_size 32 --precision bfloat16 \
+  --step eval --torch_variants "$(with_precision bfloat16 "$TORCH_LIGHT")"
+
+# 6. the rest of the matrix
 for batch in 32 4; do
   for model in "--depths 50,50" "--visual_backbone c3d --depths 18,18" "--depths 18,18"; do
     [ "$batch" = "32" ] && [ "$model" = "--depths 18,18" ] && continue   # item 2

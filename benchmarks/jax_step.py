@@ -23,7 +23,7 @@ from pisa_jax.native import onednn
 from pisa_jax.train.config import PRECISIONS, TrainConfig
 from pisa_jax.train.distributed import replicate
 from pisa_jax.train.state import InputSpec, create_run
-from pisa_jax.train.steps import input_normalization, make_train_step
+from pisa_jax.train.steps import input_normalization, make_eval_step, make_train_step
 from pisa_jax.xla_options import accepted_options, cpu_compiler_options
 
 # Dense peak TFLOP/s per GPU (first matching name wins). float32: TF32 tensor cores, which XLA
@@ -58,6 +58,9 @@ def add_step_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--xla_option", action="append", default=[], metavar="NAME=VALUE",
                    help="an extra XLA compiler option, e.g. xla_gpu_force_conv_nhwc=true "
                         "(repeatable; dropped with a note if this jaxlib does not know it)")
+    p.add_argument("--step", default="train", choices=("train", "eval"),
+                   help="the training step, or the eval step that evaluation and prediction run "
+                        "(forward pass in eval mode and each head's probabilities)")
     p.add_argument("--data_on_device", action="store_true",
                    help="gather each batch inside the step from a random split held in device "
                         "memory (the training's data_on_device path) instead of one batch")
@@ -121,9 +124,9 @@ class _Rows:
 
 
 class JaxStep:
-    """The project's train step (create_run's model and optimiser, make_train_step), compiled
-    once with `compiled.cost_analysis()` at hand, on inputs already on the devices.
-    `run()` takes one step and waits for it."""
+    """The project's train step (create_run's model and optimiser, make_train_step), or with
+    --step eval its eval step (make_eval_step), compiled once with `compiled.cost_analysis()` at
+    hand, on inputs already on the devices. `run()` takes one step and waits for it."""
 
     def __init__(self, args):
         self.config, self.spec = config_and_spec(args)
@@ -132,16 +135,25 @@ class JaxStep:
             raise SystemExit(f"error: batch {args.batch_size} does not split over "
                              f"{len(self.devices)} devices")
         run = create_run(self.config, self.spec)
-        model = run.model.clone(conv_lowering=args.conv_lowering)
         self.options = compiler_options(args)
-        step = make_train_step(model, run.tx, self.config, data_on_device=args.data_on_device,
-                               compiler_options=self.options)
-        self.state = replicate(run.initial_state())
+        self.training = args.step == "train"
+        state = run.initial_state()
+        if self.training:
+            step = make_train_step(run.model.clone(conv_lowering=args.conv_lowering), run.tx,
+                                   self.config, data_on_device=args.data_on_device,
+                                   compiler_options=self.options)
+            self.state = replicate(state)
+        else:  # what evaluation and prediction run: the eval model, the trained variables
+            step = make_eval_step(run.eval_model.clone(conv_lowering=args.conv_lowering),
+                                  self.config, data_on_device=args.data_on_device,
+                                  compiler_options=self.options)
+            self.state = replicate({"params": state.params, "batch_stats": state.batch_stats})
         if args.data_on_device:  # a split of 4 batches, gathered from inside the step
             mesh = jax.sharding.Mesh(np.array(self.devices), (BATCH_AXIS,))
             split = DeviceSplit.upload(_Rows(random_samples(args, 4 * args.batch_size)), mesh)
-            self.inputs = (split.arrays, split.train_plan(
-                global_batch_size=args.batch_size, seed=0, epoch=0, flip=True))
+            self.inputs = ((split.arrays, split.train_plan(
+                global_batch_size=args.batch_size, seed=0, epoch=0, flip=True)) if self.training
+                else (split.arrays, *split.eval_inputs(args.batch_size)[0]))
         else:
             batch = random_samples(args, args.batch_size)
             batch["mask"] = np.ones(args.batch_size, bool)
@@ -153,7 +165,10 @@ class JaxStep:
         self.metrics = None
 
     def run(self) -> None:
-        self.state, self.metrics = self.compiled(self.state, *self.inputs)
+        if self.training:
+            self.state, self.metrics = self.compiled(self.state, *self.inputs)
+        else:
+            self.metrics = self.compiled(self.state, *self.inputs)
         jax.block_until_ready(self.metrics)
 
     def flops_per_step(self) -> float | None:

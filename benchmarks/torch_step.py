@@ -12,7 +12,8 @@ from pisa_jax.train.config import TrainConfig
 
 
 class TorchStep:
-    """The PyTorch model and step of one variant, on random inputs already on its device."""
+    """The PyTorch model and its train (or, --step eval, eval) step of one variant, on random
+    inputs already on its device."""
 
     def __init__(self, name: str, args):
         import torch
@@ -34,15 +35,18 @@ class TorchStep:
             clip_shape=(args.clip_length, args.image_size, args.image_size)).to(self.device)
         parts = set(name.split("+"))
         mean, std = NORMALIZATION["c3d" if config.visual_backbone == "c3d" else config.visual_stem]
-        self.step = skill_model.make_train_step(
-            model, mean=mean, std=std, learning_rate=config.learning_rate,
-            weight_decay=config.weight_decay, compile_model="compile" in parts,
-            autocast_dtype=torch.bfloat16 if "bf16" in parts else None,
-            channels_last="cl3d" in parts)
+        options = dict(mean=mean, std=std, compile_model="compile" in parts,
+                       autocast_dtype=torch.bfloat16 if "bf16" in parts else None,
+                       channels_last="cl3d" in parts)
+        training = getattr(args, "step", "train") == "train"
+        self.step = (skill_model.make_train_step(model, learning_rate=config.learning_rate,
+                                                 weight_decay=config.weight_decay, **options)
+                     if training else skill_model.make_eval_step(model, **options))
         host = random_samples(args, args.batch_size)
         self.inputs = (torch.from_numpy(host["video"]).to(self.device),
-                       torch.from_numpy(host["spectrogram"]).to(self.device),
-                       torch.from_numpy(host["label"]).long().to(self.device))
+                       torch.from_numpy(host["spectrogram"]).to(self.device))
+        if training:
+            self.inputs += (torch.from_numpy(host["label"]).long().to(self.device),)
         self.info = {"version": f"torch {torch.__version__} on {self.device}"}
 
     def run(self) -> None:

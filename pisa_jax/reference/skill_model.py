@@ -136,3 +136,30 @@ def make_train_step(model: SkillModel, *, mean, std, learning_rate: float = 1e-4
         return loss.detach()
 
     return step
+
+
+def make_eval_step(model: SkillModel, *, mean, std, compile_model: bool = False,
+                   autocast_dtype: torch.dtype | None = None, channels_last: bool = False):
+    """step(video uint8, spectrogram) -> {head: class probabilities}: the model in eval mode
+    (running BatchNorm statistics, no dropout) without autograd, as the project's eval step
+    computes them; the options as in `make_train_step`."""
+    model.eval()
+    if channels_last:
+        model.visual_backbone.to(memory_format=torch.channels_last_3d)
+    device_type = next(model.parameters()).device.type
+
+    def forward(video, spectrogram):
+        with torch.autocast(device_type, dtype=autocast_dtype or torch.float32,
+                            enabled=autocast_dtype is not None):
+            x, spec = prepare_inputs(video, spectrogram, mean, std, channels_last=channels_last)
+            logits = model(x, spec)
+        return {h: torch.softmax(logits[h].float(), -1) for h in HEADS}
+
+    forward_fn = torch.compile(forward) if compile_model else forward
+
+    def step(video, spectrogram):
+        with torch.inference_mode():
+            return forward_fn(video, spectrogram)
+
+    return step
+

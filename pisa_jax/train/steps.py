@@ -141,11 +141,13 @@ def make_train_step(model, tx: optax.GradientTransformation, config: TrainConfig
                          compiler_options=compiler_options)
 
 
-def make_eval_step(model, config: TrainConfig, *, data_on_device: bool = False):
+def make_eval_step(model, config: TrainConfig, *, data_on_device: bool = False,
+                   compiler_options: dict | None = None):
     """Data-parallel (variables, batch) -> class probabilities of each head, labels and mask of
     the *global* batch ([global_devices, b, ...] on every device, gathered so that every host
     can score the whole test split). data_on_device: (variables, arrays, rows, mask) instead,
-    with a DeviceSplit's arrays and one of its eval_inputs."""
+    with a DeviceSplit's arrays and one of its eval_inputs. compiler_options: as in
+    `make_train_step`."""
 
     def step(variables: dict, batch: dict):
         video, spectrogram = _model_inputs(_prepare(batch, config), config.modalities)
@@ -156,12 +158,13 @@ def make_eval_step(model, config: TrainConfig, *, data_on_device: bool = False):
                                "video_id": batch["video_id"], "mask": batch["mask"]}, AXIS)
 
     if not data_on_device:
-        return data_parallel(step)
+        return data_parallel(step, compiler_options=compiler_options)
 
     def step_on_device_data(variables: dict, arrays: dict, rows, mask):
         return step(variables, gather_batch(arrays, rows, mask=mask))
 
-    return data_parallel(step_on_device_data, replicated_argnums=(1,))
+    return data_parallel(step_on_device_data, replicated_argnums=(1,),
+                         compiler_options=compiler_options)
 
 
 class SplitPredictions(NamedTuple):

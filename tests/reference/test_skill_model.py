@@ -1,6 +1,7 @@
 """The PyTorch skill model of the side-by-side benchmark computes what the JAX model computes:
-the same logits (eval mode) and the same training loss (train mode: batch statistics, the sum
-of three cross-entropies) from the same uint8 inputs, after converting its weights."""
+the same logits and probabilities (eval mode, also through its eval step) and the same training
+loss (train mode: batch statistics, the sum of three cross-entropies) from the same uint8
+inputs, after converting its weights."""
 import functools
 
 import jax
@@ -80,6 +81,10 @@ def test_same_logits_and_training_loss_as_the_jax_model(backbone):
     for head in skill_model.HEADS:
         scale = max(1.0, float(np.abs(want[head]).max()))
         assert float(np.abs(np.asarray(got[head]) - want[head]).max()) <= 1e-4 * scale, head
+    # the benchmark's PyTorch eval step: the same model in eval mode, each head's probabilities
+    probs = skill_model.make_eval_step(torch_model, mean=mean, std=std)(*torch_inputs)
+    for head in skill_model.HEADS:
+        np.testing.assert_allclose(probs[head].numpy(), jax.nn.softmax(got[head]), atol=1e-5)
 
     torch_model.train()
     with torch.no_grad():
