@@ -1,4 +1,4 @@
-"""The PyTorch side of `compare_frameworks.py`: one variant's model and training step
+"""The PyTorch side of `compare_frameworks.py`: one variant's model and its train or eval step
 (`pisa_jax.reference.skill_model`, the same network as the JAX step), on random inputs already
 on its device. torch is imported only when a variant is built, so the JAX workers never load it.
 """
@@ -38,7 +38,7 @@ class TorchStep:
         options = dict(mean=mean, std=std, compile_model="compile" in parts,
                        autocast_dtype=torch.bfloat16 if "bf16" in parts else None,
                        channels_last="cl3d" in parts)
-        training = getattr(args, "step", "train") == "train"
+        training = args.step == "train"
         self.step = (skill_model.make_train_step(model, learning_rate=config.learning_rate,
                                                  weight_decay=config.weight_decay, **options)
                      if training else skill_model.make_eval_step(model, **options))
