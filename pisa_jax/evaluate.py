@@ -48,7 +48,7 @@ def evaluate_workdir(workdir: str | Path, which: str = "best", *, data_dir: str 
     run, state = load_trained(workdir, which)
     dataset = open_training_data(run.config, data_dir)
     devices = jax.device_count()
-    batch = batch_size or run.config.batch_size
+    batch = batch_size or run.config.evaluation_batch_size
     batch = -(-batch // devices) * devices  # evaluation batches only need to split evenly
     variables = replicate({"params": state.params, "batch_stats": state.batch_stats})
     predictions = predict_split(make_eval_step(run.eval_model, run.config), variables,
@@ -86,7 +86,8 @@ def _main(argv=None) -> int:
     parser.add_argument("--data_dir", default=None,
                         help="where the dataset lives, if not where training found it")
     parser.add_argument("--batch_size", type=int, default=None,
-                        help="evaluation batch (default: the run's, rounded up to the devices)")
+                        help="evaluation batch (default: the run's eval_batch_size, else its "
+                             "batch_size, rounded up to the devices)")
     args = parser.parse_args(argv)
     evaluate_workdir(args.workdir, args.checkpoint, data_dir=args.data_dir,
                      batch_size=args.batch_size)

@@ -23,6 +23,15 @@ def test_rescoring_the_last_checkpoint_reproduces_the_final_evaluation(smoke_run
     assert levels == list(range(1, 11))
 
 
+def test_the_scores_do_not_depend_on_the_evaluation_batch(smoke_run):
+    """Eval mode: running BatchNorm statistics, padded last batch masked out."""
+    _, workdir, results = smoke_run
+    for batch_size in (8, 12):  # the smoke run's own batch is 4
+        rescored = evaluate_workdir(workdir, "latest", batch_size=batch_size)
+        for head, scores in results["heads"].items():
+            assert rescored["heads"][head]["confusion_matrix"] == scores["confusion_matrix"]
+
+
 def test_cli(smoke_run, tmp_path, capsys):
     _, workdir, results = smoke_run
     assert main(["--workdir", str(workdir)]) == 0          # the best checkpoint by default

@@ -102,6 +102,10 @@ class TrainConfig:
     # --- bookkeeping (does not change the maths)
     eval_every_epochs: int = _field(1, "evaluate on the test split every N epochs (and at the end)",
                                     paper=False)
+    eval_batch_size: int = _field(0, "samples per evaluation step, over all devices and hosts "
+                                  "(0 = batch_size); evaluation keeps no activations for a "
+                                  "backward pass, so a larger batch fits and runs faster",
+                                  paper=False)
     checkpoint_every_steps: int = _field(0, "also save the latest checkpoint every N steps, for "
                                          "mid-epoch resume (0 = only at epoch ends)", paper=False)
     data_on_device: str = _field("auto", "keep both decoded splits in device memory and gather "
@@ -112,11 +116,16 @@ class TrainConfig:
     # Fields that may change between a run and its resumption without a refusal: they do not
     # change the function computed, only where data lives, the order of a convolution's sums
     # (conv_lowering) or how often we look at it.
-    RESUMABLE_CHANGES = ("data_dir", "eval_every_epochs", "checkpoint_every_steps",
-                         "data_on_device", "conv_lowering")
+    RESUMABLE_CHANGES = ("data_dir", "eval_every_epochs", "eval_batch_size",
+                         "checkpoint_every_steps", "data_on_device", "conv_lowering")
 
     def __post_init__(self):
         validate(self)
+
+    @property
+    def evaluation_batch_size(self) -> int:
+        """What the evaluation of the test split takes per step: eval_batch_size, or batch_size."""
+        return self.eval_batch_size or self.batch_size
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
@@ -173,7 +182,7 @@ def validate(c: TrainConfig) -> None:
     for name in ("batch_size", "epochs", "base_width", "hidden", "eval_every_epochs", "conv1_t_stride"):
         if getattr(c, name) < 1:
             problems.append(f"{name}={getattr(c, name)}: expected >= 1")
-    for name in ("train_subset", "test_subset", "checkpoint_every_steps"):
+    for name in ("train_subset", "test_subset", "checkpoint_every_steps", "eval_batch_size"):
         if getattr(c, name) < 0:
             problems.append(f"{name}={getattr(c, name)}: expected >= 0")
     if problems:

@@ -109,6 +109,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path, *, override_con
     """
     workdir = check_path(workdir)  # nothing is loaded, compiled or created before these checks
     check_batch_split(config.batch_size)
+    check_batch_split(config.evaluation_batch_size, what="eval_batch_size")
     if not restart:
         check_workdir_config(config, workdir, override=override_config)
     _log(f"pisa-jax training in {workdir} on {jax.device_count()} {jax.devices()[0].platform} "
@@ -287,7 +288,7 @@ def _evaluate(session: Session, source, epoch: int, *, record: bool = True) -> d
     variables = {"params": rstate.params, "batch_stats": rstate.batch_stats}
     start = time.perf_counter()
     predictions = predict_split(session.eval_step, variables, source,
-                                global_batch_size=session.run.config.batch_size)
+                                global_batch_size=session.run.config.evaluation_batch_size)
     results = reports.evaluation_results(predictions.probs, predictions.labels,
                                          primary=session.run.primary,
                                          video_ids=predictions.video_ids)

@@ -87,6 +87,18 @@ def test_uneven_batch_is_an_error_before_anything_runs(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_eval_batch_size_defaults_to_the_batch_may_change_on_resume_and_must_split(tmp_path):
+    assert preset("smoke").evaluation_batch_size == preset("smoke").batch_size
+    assert preset("smoke", eval_batch_size=16).evaluation_batch_size == 16
+    assert config_differences(preset("smoke").to_dict(), preset("smoke", eval_batch_size=16),
+                              ignore=TrainConfig.RESUMABLE_CHANGES) == []
+    with pytest.raises(TrainConfigError, match=r"eval_batch_size=-1: expected >= 0"):
+        preset("smoke", eval_batch_size=-1)
+    with pytest.raises(TrainConfigError, match="eval_batch_size=6 does not split evenly over 4"):
+        train_and_evaluate(preset("smoke", eval_batch_size=6), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 def test_train_py_reports_user_errors_without_a_traceback(tmp_path, capsys):
     import importlib.util
     from pathlib import Path
