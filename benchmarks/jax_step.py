@@ -147,7 +147,7 @@ class JaxStep:
             step = make_eval_step(run.eval_model.clone(conv_lowering=args.conv_lowering),
                                   self.config, data_on_device=args.data_on_device,
                                   compiler_options=self.options)
-            self.state = replicate({"params": state.params, "batch_stats": state.batch_stats})
+            self.state = replicate(state.variables)
         if args.data_on_device:  # a split of 4 batches, gathered from inside the step
             mesh = jax.sharding.Mesh(np.array(self.devices), (BATCH_AXIS,))
             split = DeviceSplit.upload(_Rows(random_samples(args, 4 * args.batch_size)), mesh)

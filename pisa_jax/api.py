@@ -114,7 +114,7 @@ def load(workdir: str | Path, checkpoint: str = "best", *,
     from pisa_jax.train.distributed import replicate
     from pisa_jax.train.steps import make_eval_step
     run, state = load_trained(workdir, checkpoint)
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    variables = state.variables
     devices = jax.device_count()
     wanted = batch_size or run.config.batch_size
     if wanted < 1:

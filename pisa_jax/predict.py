@@ -146,7 +146,7 @@ def predict_recording(path: str, workdir: str, which: str = "best", *, crop=None
     run, state = load_trained(workdir, which)
     cut = cut_samples(path, run.spec, crop=crop, aural="aural" in run.config.modalities)
     devices = jax.device_count()
-    variables = replicate({"params": state.params, "batch_stats": state.batch_stats})
+    variables = replicate(state.variables)
     probs = predict_split(make_eval_step(run.eval_model, run.config), variables, cut["samples"],
                           global_batch_size=-(-batch_size // devices) * devices).probs
     probs = probs[run.primary]                                          # [n, classes]

@@ -179,7 +179,7 @@ def _padding_share(x_shape, kernel_shape, strides, padding) -> float:
     zero padding: what "taps" skips."""
     kt = kernel_shape[0]
     ranges = _tap_output_ranges(x_shape[1], kt, strides[0], padding[0])
-    t_out = _frames_per_output(x_shape[1], kt, strides[0], padding[0])
+    t_out = frame_stack.output_length(x_shape[1], kt, strides[0], padding[0])
     computed = sum(last - first + 1 for first, last in ranges if last >= first)
     return 1 - computed / (kt * t_out)
 
@@ -188,7 +188,7 @@ def forward_flops(x_shape: Sequence[int], kernel_shape: Sequence[int], strides: 
                   padding: Sequence[int]) -> float:
     """2 x multiply-adds of the convolution's forward pass (padding included, as oneDNN
     computes it)."""
-    spatial = [_frames_per_output(x_shape[1 + i], kernel_shape[i], strides[i], padding[i])
+    spatial = [frame_stack.output_length(x_shape[1 + i], kernel_shape[i], strides[i], padding[i])
                for i in range(len(kernel_shape) - 2)]
     per_position = 2.0  # per output position, all O channels: 2 * prod([*k, I, O])
     for size in kernel_shape:
@@ -233,14 +233,10 @@ def _native(x, kernel, strides, padding):
                                     dimension_numbers=numbers)
 
 
-def _frames_per_output(t: int, kt: int, stride: int, pad: int) -> int:
-    return (t + 2 * pad - kt) // stride + 1
-
-
 def _tap_output_ranges(t: int, kt: int, stride: int, pad: int) -> list[tuple[int, int]]:
     """For each tap k, the first and last output frame whose tap k reads a real input frame
     (output frame j reads input frame j * stride + k - pad); last < first: none does."""
-    t_out = _frames_per_output(t, kt, stride, pad)
+    t_out = frame_stack.output_length(t, kt, stride, pad)
     return [(max(0, -(-(pad - k) // stride)), min(t_out - 1, (t - 1 + pad - k) // stride))
             for k in range(kt)]
 
@@ -262,7 +258,7 @@ def _taps(x, kernel, strides, padding):
     frames that read them. x [N, T, H, W, I], kernel [kt, kh, kw, I, O]."""
     kt, (st, *s2d), (pt, *p2d) = kernel.shape[0], strides, padding
     t = x.shape[1]
-    t_out = _frames_per_output(t, kt, st, pt)
+    t_out = frame_stack.output_length(t, kt, st, pt)
     out = None
     # split, not kernel[k]: its gradient is one concatenation of the taps' kernel gradients,
     # where slices' would be kt zero-padded full-size kernels summed

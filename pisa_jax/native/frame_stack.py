@@ -46,13 +46,15 @@ def applies(dtype) -> bool:
             and _loaded() is None)
 
 
-def frames_out(frames: int, taps: int, stride: int, pad: int) -> int:
-    return (frames + 2 * pad - taps) // stride + 1
+def output_length(size: int, kernel: int, stride: int, pad: int) -> int:
+    """A convolution's output length along one axis of `size` with zero padding (pad, pad):
+    PyTorch's floor rule (here: the output frames of `taps` stacked frames)."""
+    return (size + 2 * pad - kernel) // stride + 1
 
 
 def stack_with_xla(x: jnp.ndarray, taps: int, stride: int, pad: int) -> jnp.ndarray:
     """What `stack` computes, in XLA's operations (its gradient too)."""
-    t_out = frames_out(x.shape[1], taps, stride, pad)
+    t_out = output_length(x.shape[1], taps, stride, pad)
     if pad:
         x = jnp.pad(x, ((0, 0), (pad, pad), (0, 0), (0, 0), (0, 0)))
     pieces = [lax.slice_in_dim(x, k, k + (t_out - 1) * stride + 1, stride, axis=1)
@@ -67,7 +69,7 @@ def stack(x: jnp.ndarray, taps: int, stride: int, pad: int) -> jnp.ndarray:
 
     Where `applies(x.dtype)`. The gradient (only where x needs one: the stems' input is data)
     is `stack_with_xla`'s."""
-    t_out = frames_out(x.shape[1], taps, stride, pad)
+    t_out = output_length(x.shape[1], taps, stride, pad)
     out = jax.ShapeDtypeStruct(x.shape[:1] + (t_out,) + x.shape[2:4] + (taps * x.shape[4],),
                                x.dtype)
     return jax.ffi.ffi_call(TARGET, out, vmap_method="sequential")(

@@ -285,7 +285,7 @@ def _evaluate(session: Session, source, epoch: int, *, record: bool = True) -> d
     """Score the test split; log it and note whether it is the best so far, which the caller's
     checkpoint of this step records (record=False: re-scoring a finished run records nothing)."""
     rstate, step = session.rstate, session.step
-    variables = {"params": rstate.params, "batch_stats": rstate.batch_stats}
+    variables = rstate.variables
     start = time.perf_counter()
     predictions = predict_split(session.eval_step, variables, source,
                                 global_batch_size=session.run.config.evaluation_batch_size)

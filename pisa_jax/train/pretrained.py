@@ -115,7 +115,7 @@ def with_pretrained(state, config) -> tuple[object, list[str]]:
     """The fresh TrainState with its backbones replaced by the config's converted weights."""
     if not (config.visual_init or config.aural_init):
         return state, []
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    variables = state.variables
     variables, notes = load_pretrained(variables, visual_init=config.visual_init,
                                        aural_init=config.aural_init, modalities=config.modalities,
                                        visual_backbone=config.visual_backbone,

@@ -40,6 +40,11 @@ class TrainState(flax.struct.PyTreeNode):
     opt_state: Any
     rng: jax.Array           # uint32 [2]: dropout keys derive from it by fold_in(step, device)
 
+    @property
+    def variables(self) -> dict[str, Any]:
+        """{"params", "batch_stats"}: what `model.apply` and the eval step take."""
+        return {"params": self.params, "batch_stats": self.batch_stats}
+
 
 @dataclasses.dataclass(frozen=True)
 class InputSpec:
