@@ -6,18 +6,19 @@ normalised inside the step, loss = sum of the three cross-entropies, Adam with c
 decay. JAX is `pisa_jax.train.steps.make_train_step` (the training's own step and XLA
 options); PyTorch is `pisa_jax.reference.skill_model`.
 
-Every variant runs in a worker process of its own (this script with --worker), started one
-after another; the parent then steps them round-robin, one step each per round, so a slower
-stretch of a shared machine slows all of them alike while no variant shares threads, allocator
-or caches with another. (In one process, on 2 CPU cores: PyTorch eager ran up to 15 % faster
-beside JAX than alone, on heap memory JAX's freed buffers had already faulted in, and JAX ran
-up to 40 % slower beside torch.compile.) The table gives medians over the rounds and, for each
+Every variant runs in a worker process of its own (this script with --worker; the protocol:
+variant_worker.py). On a CPU (--schedule interleaved) they are started one after another, then
+stepped round-robin, one step each per round, so a slower stretch of a shared machine slows all
+of them alike while no variant shares threads, allocator or caches with another. (In one
+process, on 2 CPU cores: PyTorch eager ran up to 15 % faster beside JAX than alone, and JAX up
+to 40 % slower beside torch.compile.) The table gives medians over the rounds and, for each
 variant, the median over rounds of its time divided by JAX's in the same round (> 1: JAX is
-faster), which a machine drifting between rounds leaves alone. Before each step the parent
-waits --pause_s (default 1 s on a CPU): without it each variant also ran in the wake of the one
-before it (2 CPU cores, same hour: JAX 1.79 s per step after torch.compile's step, 1.63 s after a
-pause; PyTorch eager 1.87 s after JAX's, 1.68 s after a pause), which made the ratios lean on
-the order of the variants.
+faster). Before each step the parent waits --pause_s (default 1 s on a CPU): without it each
+variant also ran in the wake of the one before it (2 CPU cores: JAX 1.79 s per step after
+torch.compile's step, 1.63 s after a pause). On a GPU (--schedule sequential) each variant runs
+alone, its process ended before the next starts: at batch 32 and the paper's shapes one
+variant's step needs tens of GiB, and five variants alive at once would not fit one GPU; the
+ratio is then of the medians. Each row also gives the variant's peak memory.
 
 Every worker runs on the same allocator, --malloc (default auto: what the project's commands
 pick, tcmalloc where installed; see pisa_jax.malloc); --malloc system,auto runs every variant on
@@ -57,9 +58,7 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import argparse  # noqa: E402
 import copy  # noqa: E402
-import json  # noqa: E402
 import platform  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
@@ -68,6 +67,7 @@ from pisa_jax import malloc  # noqa: E402
 from pisa_jax.errors import UserError  # noqa: E402
 from pisa_jax.models.lowering import CONV_LOWERINGS  # noqa: E402
 from torch_step import TorchStep  # noqa: E402
+from variant_worker import Worker, serve  # noqa: E402
 
 TORCH_VARIANT_PARTS = ("eager", "compile", "bf16", "cl3d")
 
@@ -90,6 +90,11 @@ def parse_args(argv=None):
                         "pick: tcmalloc where installed, see pisa_jax.malloc), system, or a "
                         "library's path; comma-separated: every variant under each, e.g. "
                         "system,auto")
+    p.add_argument("--schedule", default="auto", choices=("auto", "interleaved", "sequential"),
+                   help="interleaved: every variant alive, stepped round-robin; sequential: one "
+                        "variant at a time, each ended before the next starts (what a GPU needs: "
+                        "the variants together outgrow its memory at batch 32); auto: "
+                        "sequential on a GPU, interleaved on a CPU")
     p.add_argument("--pause_s", type=float, default=None,
                    help="idle seconds before each timed step (default: 1 on a CPU, 0.2 on a GPU)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # one variant, see above
@@ -137,19 +142,9 @@ def jax_names(args) -> list[str]:
     return [first] + extra
 
 
-def one_line(error: BaseException) -> str:
-    return f"{type(error).__name__}: {str(error).strip().splitlines()[0][:120]}"
-
-
 def worker(args) -> None:
-    """Build one variant, then answer the parent's lines: "run" -> {"seconds"}, "quit"."""
-    protocol = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)  # whatever the libraries print goes to stderr, not into the protocol
-
-    def send(**message):
-        protocol.write(json.dumps(message) + "\n")
-        protocol.flush()
-    try:
+    """This process is one variant (--worker NAME): build it, then answer the parent."""
+    def build():
         if args.worker.startswith("jax "):
             import jax
             first = jax_names(args)[0]
@@ -158,25 +153,13 @@ def worker(args) -> None:
                 os.environ["PISA_JAX_ONEDNN"] = "off"  # read when oneDNN is first looked for
             step = JaxStep(variant)
             device = step.devices[0]
-            info = {"compile_s": step.compile_s, "flops": step.flops_per_step(),
-                    "platform": device.platform, "device_kind": device.device_kind,
-                    "devices": len(step.devices), "version": f"jax {jax.__version__}"}
-        else:
-            step = TorchStep(args.worker[len("torch "):], args)
-            info = step.info
-    except Exception as error:  # noqa: BLE001 - reported in the table
-        send(error=one_line(error))
-        return
-    send(ready=True, **info)
-    for line in sys.stdin:
-        if line.strip() != "run":
-            break
-        try:
-            t0 = time.perf_counter()
-            step.run()
-            send(seconds=time.perf_counter() - t0)
-        except Exception as error:  # noqa: BLE001 - e.g. torch.compile without a compiler
-            send(error=one_line(error))
+            return step, {"compile_s": step.compile_s, "flops": step.flops_per_step(),
+                          "planned_bytes": step.planned_bytes, "platform": device.platform,
+                          "device_kind": device.device_kind, "devices": len(step.devices),
+                          "version": f"jax {jax.__version__}"}
+        step = TorchStep(args.worker[len("torch "):], args)
+        return step, step.info
+    serve(build, lambda step: step.device_peak_bytes())
 
 
 def allocators(choices: str) -> dict[str, str | None]:
@@ -191,38 +174,20 @@ def allocators(choices: str) -> dict[str, str | None]:
     return chosen or {"system": None}
 
 
-class Worker:
-    """A variant's worker process, as the parent sees it."""
+def start_worker(name: str, variant: str, library: str | None, allocator: str) -> Worker:
+    argv = [sys.executable, os.path.abspath(__file__), *sys.argv[1:], "--worker", variant]
+    started = Worker(name, argv, malloc.preload_environment(library, os.environ), allocator)
+    planned = started.info.get("planned_bytes")
+    if "compile_s" in started.info:
+        print(f"compiled {name} in {started.info['compile_s']:.1f} s"
+              + (f" (XLA plans {planned / 2**30:.2f} GiB per device)" if planned else ""),
+              flush=True)
+    return started
 
-    def __init__(self, name: str, variant: str, library: str | None, allocator: str):
-        self.name, self.allocator, self.error = name, allocator, None
-        self.process = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), *sys.argv[1:], "--worker", variant],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            env=malloc.preload_environment(library, os.environ))
-        self.info = self._receive() or {}
 
-    def _receive(self) -> dict | None:
-        line = self.process.stdout.readline()
-        message = json.loads(line) if line else {
-            "error": f"worker exited with status {self.process.wait()}"}
-        if "error" in message and self.error is None:
-            self.error = message["error"]
-            print(f"{self.name} failed: {self.error}", flush=True)
-        return None if "error" in message else message
-
-    def step(self) -> float | None:
-        if self.error is not None:
-            return None
-        self.process.stdin.write("run\n")
-        self.process.stdin.flush()
-        message = self._receive()
-        return None if message is None else message["seconds"]
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.stdin.close()
-            self.process.wait()
+def warm_up(w: Worker) -> None:
+    t = w.step()
+    print(f"warm-up {w.name}: {'failed' if t is None else f'{t:.1f} s'}", flush=True)
 
 
 def main():
@@ -233,42 +198,48 @@ def main():
 
     def label(name, allocator):  # the allocator is named per row only when there are several
         return name if len(libraries) == 1 else f"{name} [{allocator}]"
+    variants = [(label(name, a), name, library, a) for a, library in libraries.items()
+                for name in jax_names(args)]
     workers = {}
     try:
-        for allocator, library in libraries.items():
-            for name in jax_names(args):
-                shown = label(name, allocator)
-                workers[shown] = Worker(shown, name, library, allocator)
-                print(f"compiled {shown} in {workers[shown].info.get('compile_s', 0):.1f} s",
-                      flush=True)
-        first = next(iter(workers.values()))
+        first = workers[variants[0][0]] = start_worker(*variants[0])
         if first.error:
             raise SystemExit(f"error: the JAX step did not compile: {first.error}")
-        for allocator, library in libraries.items():
-            for name in torch_variants(args, first.info["platform"] == "gpu"):
-                shown = label(f"torch {name}", allocator)
-                workers[shown] = Worker(shown, f"torch {name}", library, allocator)
-        for name, w in workers.items():
-            t = w.step()
-            print(f"warm-up {name}: {'failed' if t is None else f'{t:.1f} s'}", flush=True)
-        times = {name: [] for name in workers}  # seconds per round (None: failed)
-        pause_s = args.pause_s if args.pause_s is not None else (
-            0.2 if first.info["platform"] == "gpu" else 1.0)
-        for _ in range(args.steps):
-            for name, w in workers.items():
-                time.sleep(pause_s)  # the step before, in another process, has wound down
-                times[name].append(w.step())
+        on_gpu = first.info["platform"] == "gpu"
+        variants += [(label(f"torch {name}", a), f"torch {name}", library, a)
+                     for a, library in libraries.items() for name in torch_variants(args, on_gpu)]
+        schedule = args.schedule if args.schedule != "auto" else (
+            "sequential" if on_gpu else "interleaved")
+        pause_s = args.pause_s if args.pause_s is not None else (0.2 if on_gpu else 1.0)
+        times = {name: [] for name, *_ in variants}  # seconds per step (None: failed)
+        if schedule == "sequential":  # one variant on the machine at a time
+            for i, variant in enumerate(variants):
+                w = workers[variant[0]] = first if i == 0 else start_worker(*variant)
+                warm_up(w)
+                for _ in range(args.steps):
+                    time.sleep(pause_s)
+                    times[w.name].append(w.step())
+                w.close()
+        else:
+            for variant in variants[1:]:
+                workers[variant[0]] = start_worker(*variant)
+            for w in workers.values():
+                warm_up(w)
+            for _ in range(args.steps):
+                for name, w in workers.items():
+                    time.sleep(pause_s)  # the step before, in another process, has wound down
+                    times[name].append(w.step())
     finally:
         for w in workers.values():
             w.close()
-    print("seconds per round:")
+    print("seconds per step:")
     for name, ts in times.items():
         print(f"  {name:24s} " + " ".join("-" if t is None else f"{t:.2f}" for t in ts))
-    print_table(args, workers, times, first, libraries)
+    print_table(args, schedule, workers, times, libraries)
 
 
-def print_table(args, workers, times, first, libraries):
-    info = first.info
+def print_table(args, schedule, workers, times, libraries):
+    info = next(iter(workers.values())).info
     visual = "c3d" if args.visual_backbone == "c3d" else f"r{args.depths.split(',')[0]}"
     configuration = (f"{visual}+r{args.depths.split(',')[1]} {args.precision} "
                      f"b{args.batch_size} {args.clips}x{args.clip_length}x{args.image_size}^2 "
@@ -276,8 +247,13 @@ def print_table(args, workers, times, first, libraries):
                      f"{' eval step' if args.step == 'eval' else ''}")
     versions = ", ".join(dict.fromkeys(w.info["version"] for w in workers.values() if w.info))
     against = " on the same allocator" if len(libraries) > 1 else ""
-    print(f"\n{configuration}; {args.steps} round-robin steps per variant, each variant in its "
-          f"own process; medians, ratio: median of the rounds' ratios to JAX's{against}")
+    how = ("round-robin steps per variant, each variant in its own process; medians, ratio: "
+           "median of the rounds' ratios to JAX's" if schedule == "interleaved" else
+           "steps per variant, one variant at a time, each in its own process; medians, ratio: "
+           "of the medians to JAX's")
+    measured = ("the device allocator's" if info["platform"] == "gpu"
+                else "the process's resident set")
+    print(f"\n{configuration}; {args.steps} {how}{against}; peak memory: {measured}")
     print(f"machine: {info['device_kind']} x{info['devices']} ({info['platform']}), "
           f"{os.cpu_count()} CPU cores, {platform.machine()}; {versions}; malloc: "
           f"{', '.join(libraries)}")
@@ -296,21 +272,27 @@ def print_table(args, workers, times, first, libraries):
     for name, w in workers.items():
         done = [t for t in times[name] if t is not None]
         if w.error or not done:
-            rows.append(f"| {name} | failed: {w.error} | | | | |")
+            rows.append(f"| {name} | failed: {w.error} | | | | | |")
             continue
         seconds = median(done)
         samples_s = args.batch_size / seconds
-        # the median of the rounds' ratios: a machine that drifts between rounds moves both
         reference = references[w.allocator]
-        pairs = [t / j for t, j in zip(times[name], times[reference.name]) if t and j]
-        ratio = "1.00 (JAX)" if w is reference else f"{median(pairs):.2f}"
+        if w is reference:
+            ratio = "1.00 (JAX)"
+        elif schedule == "interleaved":  # a machine that drifts between rounds moves both
+            pairs = [t / j for t, j in zip(times[name], times[reference.name]) if t and j]
+            ratio = f"{median(pairs):.2f}" if pairs else "n/a"
+        else:
+            base = [t for t in times[reference.name] if t is not None]
+            ratio = f"{seconds / median(base):.2f}" if base else "n/a"
+        memory = "n/a" if w.peak_bytes is None else f"{w.peak_bytes / 2**30:.2f} GiB"
         rows.append(f"| {name} | {seconds * 1e3:.1f} | {samples_s:.2f} | "
                     f"{args.epoch_samples / samples_s:.1f} | "
                     f"{flops_text(flops, seconds, Device, args.precision, info['devices'])}"
-                    f" | {ratio} |")
+                    f" | {memory} | {ratio} |")
     print(f"| variant | ms/step | samples/s | s per {args.epoch_samples}-sample epoch | "
-          "model FLOP/s | its time / JAX's |")
-    print("|---|---|---|---|---|---|")
+          "model FLOP/s | peak memory | its time / JAX's |")
+    print("|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     if args.append_rows:
         with open(args.append_rows, "a") as out:

@@ -19,10 +19,12 @@
 #      JAX next to PyTorch eager and eager + channels_last_3d (torch.compile only in item 2:
 #      each of its compilations takes a minute).
 # Paper shapes: 10 clips x 16 x 112 x 112 per sample, 224x224 spectrograms, full width, 10 timed
-# steps per variant after a warm-up, interleaved. An item that would start after
-# PISA_SUITE_BUDGET_S seconds (default 570) is listed as skipped, so the suite ends within 10
-# minutes (0: no limit, the whole matrix). Compiled JAX programs are cached
-# (JAX_COMPILATION_CACHE_DIR, default ~/.cache/pisa_jax/jax_cache): a second run compiles less.
+# steps per variant after a warm-up, one variant at a time (--schedule sequential: at batch 32
+# one variant's step needs tens of GiB, so they cannot all be alive at once; "peak memory" is the
+# device allocator's). An item that would start after PISA_SUITE_BUDGET_S seconds (default 570)
+# is listed as skipped, so the suite ends within 10 minutes (0: no limit, the whole matrix).
+# Compiled JAX programs are cached (JAX_COMPILATION_CACHE_DIR, default
+# ~/.cache/pisa_jax/jax_cache): a second run compiles less.
 # Needs JAX (CUDA), flax, optax, orbax, PyTorch and torchvision; nothing else.
 set -u
 cd "$(dirname "$0")/.."
@@ -68,8 +70,9 @@ with_precision() {  # torch variant list for a precision: +bf16 after eager/comp
 compare() {  # $1 item name, $2 rows file, rest: compare_frameworks flags
   local name=$1 rows=$2; shift 2
   in_budget "$name" || return 0
-  python benchmarks/compare_frameworks.py "${SHAPES[@]}" "$@" --append_rows "$rows" >> "$LOG" 2>&1 \
-    || echo "| $name | failed (exit $?), see $LOG | | | | | |" >> "$rows"
+  python benchmarks/compare_frameworks.py "${SHAPES[@]}" "$@" --schedule sequential \
+    --append_rows "$rows" >> "$LOG" 2>&1 \
+    || echo "| $name | failed (exit $?), see $LOG | | | | | | |" >> "$rows"
 }
 
 # 1. bf16 correctness on this device
@@ -118,16 +121,16 @@ VERSIONS=$(python -c "import jax, torch; print(f'jax {jax.__version__}, torch {t
 {
   echo "### GPU suite: $DEVICE, $VERSIONS, $(date -u +%Y-%m-%d), ${ELAPSED} s"
   echo
-  echo "Shapes: ${SHAPES[*]}; medians of interleaved steps; \"its time / JAX's\" > 1: JAX is faster."
+  echo "Shapes: ${SHAPES[*]}; medians, each variant alone on the GPU; \"its time / JAX's\" > 1: JAX is faster."
   echo
-  echo "| configuration | variant | ms/step | samples/s | s per 516-sample epoch | model FLOP/s | its time / JAX's |"
-  echo "|---|---|---|---|---|---|---|"
+  echo "| configuration | variant | ms/step | samples/s | s per 516-sample epoch | model FLOP/s | peak memory | its time / JAX's |"
+  echo "|---|---|---|---|---|---|---|---|"
   cat "$ROWS"
   echo
   echo "JAX's conv lowering and layout flag (R18+R18, batch 32, bf16; time / the default JAX step):"
   echo
-  echo "| configuration | variant | ms/step | samples/s | s per 516-sample epoch | model FLOP/s | its time / JAX's |"
-  echo "|---|---|---|---|---|---|---|"
+  echo "| configuration | variant | ms/step | samples/s | s per 516-sample epoch | model FLOP/s | peak memory | its time / JAX's |"
+  echo "|---|---|---|---|---|---|---|---|"
   cat "$CHOICES"
   echo
   cat "$CHECK"

@@ -164,6 +164,22 @@ class JaxStep:
         self.compile_s = time.perf_counter() - t0
         self.metrics = None
 
+    @property
+    def planned_bytes(self) -> int | None:
+        """What XLA's buffer assignment plans per device: arguments, outputs (less those that
+        reuse an argument's buffer) and temporaries; None where the backend does not say."""
+        try:
+            m = self.compiled.memory_analysis()
+            return int(m.argument_size_in_bytes + m.output_size_in_bytes
+                       - m.alias_size_in_bytes + m.temp_size_in_bytes)
+        except Exception:  # noqa: BLE001 - not every backend and version implements it
+            return None
+
+    def device_peak_bytes(self) -> int | None:
+        """The most any device's allocator has held so far; None on a CPU (no such count)."""
+        peaks = [(d.memory_stats() or {}).get("peak_bytes_in_use") for d in self.devices]
+        return None if None in peaks else max(peaks)
+
     def run(self) -> None:
         if self.training:
             self.state, self.metrics = self.compiled(self.state, *self.inputs)

@@ -54,3 +54,8 @@ class TorchStep:
         self.step(*self.inputs)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
+
+    def device_peak_bytes(self) -> int | None:
+        """The most PyTorch's CUDA allocator has handed out so far; None on a CPU."""
+        import torch
+        return torch.cuda.max_memory_allocated() if self.device.type == "cuda" else None
