@@ -120,15 +120,19 @@ def torch_variants(args, on_gpu: bool) -> list[str]:
 
 
 def jax_variant_args(args, variant: str):
-    """args for one --jax_variants entry: LOWERING[:xla_defaults][:no_onednn][:NAME=VALUE]...
-    (no_onednn: the worker runs without oneDNN, PISA_JAX_ONEDNN=off, so "auto" is XLA's own)."""
+    """args for one --jax_variants entry: LOWERING[:xla_defaults][:no_onednn][:data_on_device]
+    [:NAME=VALUE]... (no_onednn: the worker runs without oneDNN, PISA_JAX_ONEDNN=off, so "auto"
+    is XLA's own; data_on_device: each batch gathered, flipped and normalised inside the step
+    from a split in device memory, as training does on a GPU)."""
     lowering, *extras = variant.split(":")
     changed = copy.copy(args)
     changed.conv_lowering = lowering or args.conv_lowering
     changed.xla_defaults = "xla_defaults" in extras
     changed.no_onednn = "no_onednn" in extras
+    changed.data_on_device = args.data_on_device or "data_on_device" in extras
     changed.xla_option = list(args.xla_option) + [e for e in extras if "=" in e]
-    unknown = [e for e in extras if e not in ("xla_defaults", "no_onednn") and "=" not in e]
+    flags = ("xla_defaults", "no_onednn", "data_on_device")
+    unknown = [e for e in extras if e not in flags and "=" not in e]
     if unknown or changed.conv_lowering not in CONV_LOWERINGS:
         raise SystemExit(f"error: --jax_variants: cannot read {variant!r}")
     return changed

@@ -9,8 +9,9 @@
 #      some cuDNN 9.10-9.15 releases compute wrong bf16 3D convolutions;
 #   2. R18-3D + R18-2D, batch 32, bf16 and float32: the JAX step next to PyTorch eager,
 #      torch.compile, each with channels_last_3d (bf16 rows under autocast), cudnn.benchmark on;
-#   3. JAX's choices at that setting: the conv lowering (native, stacked, taps) and the layout
-#      flag --xla_gpu_force_conv_nhwc;
+#   3. JAX's choices at that setting: the input path training takes on a GPU (the split in device
+#      memory, each batch gathered, flipped and normalised inside the step), the conv lowering
+#      (native, stacked, taps) and the layout flag --xla_gpu_force_conv_nhwc;
 #   4. where JAX's step spends its time at that setting: the device kernels per XLA operation,
 #      from a jax.profiler trace (benchmarks/profile_step.py; the trace stays in OUT_DIR/trace);
 #   5. the eval step at that setting (forward in eval mode: what scores the test split every
@@ -90,7 +91,7 @@ done
 # 3. JAX's own choices at the target setting (no PyTorch: the rows compare with JAX's default)
 compare "r18+r18 b32 bf16: JAX lowering and layout" "$CHOICES" --depths 18,18 --batch_size 32 \
   --precision bfloat16 --torch_variants none \
-  --jax_variants native:xla_gpu_force_conv_nhwc=true,stacked,taps,stacked:xla_gpu_force_conv_nhwc=true
+  --jax_variants auto:data_on_device,native:xla_gpu_force_conv_nhwc=true,stacked,taps,stacked:xla_gpu_force_conv_nhwc=true
 
 # 4. the target setting's step, operation by operation
 if in_budget "r18+r18 b32 bf16: profile"; then
@@ -127,7 +128,7 @@ VERSIONS=$(python -c "import jax, torch; print(f'jax {jax.__version__}, torch {t
   echo "|---|---|---|---|---|---|---|---|"
   cat "$ROWS"
   echo
-  echo "JAX's conv lowering and layout flag (R18+R18, batch 32, bf16; time / the default JAX step):"
+  echo "JAX's input path, conv lowering and layout flag (R18+R18, batch 32, bf16; time / the default JAX step):"
   echo
   echo "| configuration | variant | ms/step | samples/s | s per 516-sample epoch | model FLOP/s | peak memory | its time / JAX's |"
   echo "|---|---|---|---|---|---|---|---|"
