@@ -6,10 +6,11 @@
     def command() -> int:  # `if __name__ == "__main__"` and pyproject's [project.scripts]
         return cli.run_command(_main)
 
-`run` turns a `UserError` into one line on stderr and exit status 1, and Ctrl-C into a short
-line and status 130, instead of a traceback. Parsers never accept abbreviated flags: with
-abbreviations `--lr -1` would silently mean `--lr_schedule -1`. `run_command` is `run` for a
-process's command line, where the commands that compute first pick the allocator.
+`run` turns a `UserError` (and XLA running out of memory) into one line on stderr and exit
+status 1, and Ctrl-C into a short line and status 130, instead of a traceback. Parsers never
+accept abbreviated flags: with abbreviations `--lr -1` would silently mean `--lr_schedule -1`.
+`run_command` is `run` for a process's command line, where the commands that compute first pick
+the allocator.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from pisa_jax import malloc
-from pisa_jax.errors import UserError
+from pisa_jax.errors import UserError, is_out_of_memory, out_of_memory_message
 
 
 def argument_parser(prog: str, description: str | None, **kwargs) -> argparse.ArgumentParser:
@@ -43,6 +44,11 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as error:
+        if not is_out_of_memory(error):
+            raise
+        print(f"error: {out_of_memory_message(error)}", file=sys.stderr)
+        return 1
 
 
 def run_command(main: Callable[[Sequence[str] | None], int | None]) -> int:

@@ -46,3 +46,22 @@ class MediaError(DataError):
 
     def __reduce__(self):
         return (MediaError, (self.path, self.problem))
+
+
+class OutOfMemoryError(UserError):
+    """A step or an upload needed more device (or host) memory than there is."""
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether `error` is XLA's allocation failure (jax's JaxRuntimeError, XlaRuntimeError in
+    older jaxlibs), told by its status, so that this module needs no jax."""
+    return (type(error).__name__ in ("JaxRuntimeError", "XlaRuntimeError")
+            and str(error).lstrip().startswith("RESOURCE_EXHAUSTED"))
+
+
+def out_of_memory_message(error: BaseException, where: str = "a step", advice: str = "") -> str:
+    """One line for an allocation failure in `where`: XLA's own words and what to change."""
+    said = str(error).strip().splitlines()[0].removeprefix("RESOURCE_EXHAUSTED:").strip()
+    advice = advice or ("lower the batch (--batch_size, --eval_batch_size), use --precision "
+                        "bfloat16, or spread the batch over more devices")
+    return f"out of memory in {where} ({said[:200]}): {advice}"

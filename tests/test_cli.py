@@ -32,6 +32,23 @@ def test_run_turns_user_errors_into_one_line_and_keeps_exit_statuses(capsys):
     assert cli.run(lambda argv: None, []) == 0 and cli.run(lambda argv: 3, []) == 3
 
 
+def test_xla_running_out_of_memory_is_one_line_and_other_errors_stay_tracebacks(capsys):
+    import jax.numpy as jnp
+
+    def allocates_a_pebibyte(argv):  # more than any address space: fails at once, never swaps
+        jnp.ones((2**50,), jnp.uint8).block_until_ready()
+
+    def breaks(argv):
+        raise ValueError("a bug")
+
+    assert cli.run(allocates_a_pebibyte, []) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: out of memory in a step (Out of memory ") and \
+        "--batch_size" in err and err.count("\n") == 1
+    with pytest.raises(ValueError, match="a bug"):
+        cli.run(breaks, [])
+
+
 # Every command refuses abbreviated flags: with abbreviations `--lr -1` would silently mean
 # `--lr_schedule -1`, and a typo would change what runs instead of stopping it. (module with
 # main, argv with an abbreviated flag, the abbreviation); each abbreviation is the prefix of

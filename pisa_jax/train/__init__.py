@@ -8,8 +8,9 @@ of its names is first used, so that the steps and the state (`pisa_jax.train.ste
 with JAX, flax and optax alone, as the benchmarks on a bare GPU machine need.
 """
 from pisa_jax.train.config import ConfigMismatchError, TrainConfig, TrainConfigError, preset
+from pisa_jax.train.stops import Interrupted, NonFiniteLossError
 
-_FROM_LOOP = ("Interrupted", "NonFiniteLossError", "train_and_evaluate")
+_FROM_LOOP = ("train_and_evaluate",)
 
 __all__ = ["ConfigMismatchError", "Interrupted", "NonFiniteLossError", "TrainConfig",
            "TrainConfigError", "preset", "train_and_evaluate"]

@@ -142,7 +142,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
                timeout_s=args.peer_timeout_s)
     from pisa_jax.compile_cache import describe, enable_compilation_cache
     from pisa_jax.train.distributed import watch_peers
-    from pisa_jax.train.loop import Interrupted, PeerLostError, train_and_evaluate
+    from pisa_jax.train.loop import train_and_evaluate
+    from pisa_jax.train.stops import Interrupted, PeerLostError
     stop_watching = watch_peers(args.peer_timeout_s, _stop_now)
     print(f"workdir: {args.workdir}", flush=True)
     print(describe(enable_compilation_cache()), flush=True)  # before anything is compiled

@@ -15,7 +15,6 @@ import contextlib
 import dataclasses
 import math
 import signal
-import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -25,7 +24,7 @@ import jax
 from pisa_jax.data.dataset import Dataset, open_dataset
 from pisa_jax.data.on_device import place_splits
 from pisa_jax.data.pipeline import steps_per_epoch
-from pisa_jax.errors import UserError
+from pisa_jax.errors import OutOfMemoryError, is_out_of_memory
 from pisa_jax.train import pace, reports
 from pisa_jax.train.checkpoints import Checkpoints
 from pisa_jax.train.config import (CONFIG_FILE, TrainConfig, TrainConfigError, builder_config_of,
@@ -33,25 +32,12 @@ from pisa_jax.train.config import (CONFIG_FILE, TrainConfig, TrainConfigError, b
 from pisa_jax.train.distributed import (barrier, check_batch_split, is_lead_host, replicate,
                                         unreplicate_to_host)
 from pisa_jax.train.resume import Best, check_history, resume_point
+from pisa_jax.train.stops import (Interrupted, NonFiniteLossError, PeerLostError,
+                                  out_of_memory_line, stop_on_signals)
 from pisa_jax.train.state import InputSpec, Run, create_run
 from pisa_jax.train.steps import (make_eval_step, make_train_step, predict_split,
                                   train_step_inputs)
 from pisa_jax.train.workdir import WorkdirLock, check_path, check_workdir_config, move_history_aside
-
-class NonFiniteLossError(UserError):
-    """Training produced a NaN or infinite loss; the run stopped, checkpoints untouched."""
-
-
-class PeerLostError(UserError):
-    """Another process of a multi-host run died or stopped answering."""
-
-
-class Interrupted(UserError):
-    """SIGTERM or SIGINT stopped the run after saving its latest checkpoint."""
-
-    def __init__(self, message: str, signal_number: int):
-        super().__init__(message)
-        self.exit_code = 128 + signal_number
 
 
 def open_training_data(config: TrainConfig, data_dir: str | None = None) -> Dataset:
@@ -135,7 +121,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path, *, override_con
 def _train(config: TrainConfig, workdir: Path, dataset: Dataset, spe: int,
            checkpoints: Checkpoints, on_step) -> dict:
     """The run itself, from its resume point; closes `checkpoints`."""
-    results, log, lost = None, None, False
+    results, log, lost, where = None, None, False, "loading the run"
     try:
         check_history(checkpoints, workdir)  # before anything is compiled
         spec = InputSpec.of_dataset(dataset)
@@ -146,6 +132,7 @@ def _train(config: TrainConfig, workdir: Path, dataset: Dataset, spe: int,
             spec.save(workdir)
         step = int(state.step)
         log = reports.MetricsLog(workdir, resume_step=step) if is_lead_host() else None
+        where = "placing the splits in device memory"
         train, test = place_splits(dataset.train, dataset.test, config.data_on_device, log=_log)
         on_device = train is not dataset.train
         session = Session(run, workdir, checkpoints, log,
@@ -155,11 +142,13 @@ def _train(config: TrainConfig, workdir: Path, dataset: Dataset, spe: int,
                           best, on_step)
         session.clock = pace.StepClock(spe, spe * config.epochs - step, jax.default_backend())
         del state
-        with _stop_on_signals(session):
+        with stop_on_signals(session, _log):
             for epoch in range(step // spe, config.epochs):
+                where = "the train step"
                 _train_epoch(session, train, epoch)
                 accuracy = None
                 if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.epochs:
+                    where = "the eval step"
                     results = _evaluate(session, test, epoch)
                     accuracy = results["accuracy"]
                 session.save(accuracy)
@@ -167,8 +156,12 @@ def _train(config: TrainConfig, workdir: Path, dataset: Dataset, spe: int,
                     _stop(session, epoch)
         if results is None:  # nothing left to train: the run was already complete
             _log(f"{workdir}: the run is complete ({config.epochs} epochs); evaluating only")
+            where = "the eval step"
             results = _evaluate(session, test, config.epochs - 1, record=False)
     except jax.errors.JaxRuntimeError as error:
+        if is_out_of_memory(error):
+            lost = jax.process_count() > 1  # the others wait in a collective: no save completes
+            raise OutOfMemoryError(out_of_memory_line(error, where, config, checkpoints, lost)) from None
         if jax.process_count() == 1:
             raise
         lost = True  # the other processes are gone: no multi-host save can complete
@@ -182,27 +175,6 @@ def _train(config: TrainConfig, workdir: Path, dataset: Dataset, spe: int,
         if log is not None:
             log.close()
     return results
-
-
-@contextlib.contextmanager
-def _stop_on_signals(session: Session):
-    """SIGTERM / SIGINT ask the loop to stop at the next step boundary (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def ask_to_stop(number, _frame):
-        if session.stop_signal is not None:  # a second Ctrl-C: stop now, unsaved
-            raise KeyboardInterrupt
-        session.stop_signal = number
-        _log(f"\n{signal.Signals(number).name}: saving a checkpoint at the next step, then stopping")
-
-    previous = {s: signal.signal(s, ask_to_stop) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
 
 
 def _train_epoch(session: Session, source, epoch: int) -> None:

@@ -80,6 +80,44 @@ def test_non_finite_loss_stops_keeping_the_last_good_checkpoint(synthetic_tiny, 
     assert all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(state.params))
 
 
+def _out_of_memory() -> Exception:  # what XLA raises when an allocation fails on a GPU
+    return jax.errors.JaxRuntimeError(
+        "RESOURCE_EXHAUSTED: Out of memory while trying to allocate 5.00GiB.")
+
+
+@pytest.mark.parametrize("where", ["train", "eval"])
+def test_out_of_memory_is_one_line_naming_the_step_and_its_batch(
+        synthetic_tiny, tmp_path, monkeypatch, where):
+    from pisa_jax.data.dataset import open_dataset
+    from pisa_jax.errors import OutOfMemoryError
+    from pisa_jax.train import loop
+    dataset = open_dataset("synthetic_tiny", synthetic_tiny.data_dir)
+    config = preset("smoke", data_dir=str(synthetic_tiny.data_dir), epochs=2, modalities=("aural",))
+
+    def run_out(step):
+        if where == "train" and step == 7:
+            raise _out_of_memory()
+
+    def evaluate_out(*args, **kwargs):
+        raise _out_of_memory()
+    if where == "eval":
+        monkeypatch.setattr(loop, "predict_split", evaluate_out)
+    flag = {"train": f"--batch_size={config.batch_size}",
+            "eval": f"--eval_batch_size={config.evaluation_batch_size}"}[where]
+    with pytest.raises(OutOfMemoryError) as raised:
+        train_and_evaluate(config, tmp_path, dataset=dataset, on_step=run_out)
+    message = str(raised.value)
+    assert message.startswith(f"out of memory in the {where} step (Out of memory while trying "
+                              f"to allocate 5.00GiB.): {flag} (4 device(s)) is too large")
+    assert "\n" not in message
+    checkpoints = Checkpoints(tmp_path, read_only=True)
+    latest = checkpoints.latest_step()  # saved at epoch ends: step 5 before step 7, none before
+    checkpoints.close()                 # epoch 1's evaluation
+    assert latest == {"train": 5, "eval": None}[where]
+    assert message.endswith({"train": "(the checkpoints so far, up to step 5, are kept)",
+                             "eval": "the same command with a smaller one resumes"}[where])
+
+
 def _template(config, dataset):
     from pisa_jax.train.state import InputSpec, create_run
     return create_run(config, InputSpec.of_dataset(dataset)).template
