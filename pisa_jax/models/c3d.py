@@ -36,9 +36,8 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
-from jax import lax
 
-from pisa_jax.models.layers import stem_input_channels, torch_conv
+from pisa_jax.models.layers import stem_input_channels, torch_conv, torch_max_pool
 
 SPORTS1M_CLASSES = 487
 CLIP_SHAPE = (16, 112, 112)  # (T, H, W) of the Sports-1M clips
@@ -53,17 +52,6 @@ GROUPS = (
     (("conv4a", "conv4b"), 512, (2, 2, 2), (0, 0, 0)),
     (("conv5a", "conv5b"), 512, (2, 2, 2), (0, 1, 1)),
 )
-
-
-def max_pool_per_axis(x: jnp.ndarray, window: Sequence[int], stride: Sequence[int],
-                      padding: Sequence[int]) -> jnp.ndarray:
-    """`torch.nn.MaxPool3d(window, stride, padding)` on channels-last x: pads with -inf, floors.
-
-    x: [N, T, H, W, C]; window, stride, padding: one value per spatial dim.
-    """
-    return lax.reduce_window(
-        x, -jnp.inf, lax.max,  # a Python scalar: lax then picks its differentiable max-pool
-        (1, *window, 1), (1, *stride, 1), ((0, 0), *((p, p) for p in padding), (0, 0)))
 
 
 def pool5_shape(clip_shape: Sequence[int]) -> tuple[int, int, int]:
@@ -111,7 +99,7 @@ class C3D(nn.Module):
                                lowering=self.conv_lowering,
                                min_input_channels=stem_channels if name == "conv1" else 0)(x)
                 x = nn.relu(x)
-            x = max_pool_per_axis(x, window, window, padding)
+            x = torch_max_pool(x, window, window, padding, self.conv_lowering)
         # [N, T5, H5, W5, C] -> [N, C, T5, H5, W5] -> [N, C*T5*H5*W5]: PyTorch's flattening order.
         x = jnp.transpose(x, (0, 4, 1, 2, 3)).reshape(x.shape[0], -1)
 

@@ -112,22 +112,28 @@ def torch_batch_norm(train: bool, *, dtype: Any, axis_name: str | None, name: st
                      axis_name=axis_name, relu=relu, name=name)
 
 
-def torch_max_pool(x: jnp.ndarray, window: int, stride: int, padding: int,
-                   lowering: str = "native") -> jnp.ndarray:
+def torch_max_pool(x: jnp.ndarray, window: int | Sequence[int], stride: int | Sequence[int],
+                   padding: int | Sequence[int], lowering: str = "native") -> jnp.ndarray:
     """`torch.nn.MaxPoolNd(window, stride, padding)` on channels-last x: pads with -inf.
 
-    x: [N, *spatial, C]; the same window/stride/padding on every spatial dim; floor mode.
-    `lowering` is the network's convolution lowering: where `resolve_max_pool` picks oneDNN
-    (the paper's stems on an AVX-512 CPU under "auto"), oneDNN computes it, 5x faster there
-    than the form below. Otherwise it is computed one spatial axis at a time from strided
-    slices. The window max is the max of per-axis maxima, and keeping the earlier slice on ties
-    sends the gradient to the first maximum in row-major window order, as PyTorch and
-    `lax.reduce_window` do. Its gradient is elementwise selects, where reduce_window's carries
-    an index array per spatial dim: 2-3x faster forward + backward on CPU at the stems' shapes.
+    x: [N, *spatial, C]; window, stride, padding: one int for every spatial dim, or one each;
+    floor mode. `lowering` is the network's convolution lowering: where `resolve_max_pool` picks
+    oneDNN (the paper's stems and C3D's pools on an AVX-512 CPU under "auto"), oneDNN computes
+    it, 5x faster there than the form below. Otherwise it is computed one spatial axis at a time
+    from strided slices. The window max is the max of per-axis maxima, and keeping the earlier
+    slice on ties sends the gradient to the first maximum in row-major window order, as PyTorch
+    does. Its gradient is elementwise selects and pads, where `lax.reduce_window`'s is a
+    select-and-scatter, which XLA's CPU and GPU compilers both expand into a scatter with an
+    index array per spatial dim: 2-3x slower forward + backward on CPU at the stems' shapes.
     """
     if resolve_max_pool(lowering, x.shape, window, stride, padding, dtype=x.dtype) == "onednn":
         return onednn_pool.max_pool(x, window, stride, padding)
+    windows, strides, paddings = (onednn_pool.per_axis(v, x.ndim - 2)
+                                  for v in (window, stride, padding))
     for axis in range(x.ndim - 2, 0, -1):  # [N, ..., L, ..., C] -> [N, ..., L_out, ..., C]
+        window, stride, padding = windows[axis - 1], strides[axis - 1], paddings[axis - 1]
+        if window == stride == 1 and padding == 0:
+            continue  # C3D's pool1 leaves time alone
         length_out = (x.shape[axis] + 2 * padding - window) // stride + 1
         config = [(0, 0, 0)] * x.ndim
         config[axis] = (padding, padding, 0)

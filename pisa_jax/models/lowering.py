@@ -145,10 +145,12 @@ def resolve_lowering(lowering: str, x_shape: Sequence[int], kernel_shape: Sequen
     return "stacked" if padding_share <= STACKED_MAX_PADDING_SHARE else "taps"
 
 
-def resolve_max_pool(lowering: str, x_shape: Sequence[int], window: int, stride: int,
-                     padding: int, backend: str | None = None, dtype: Any = jnp.float32,
+def resolve_max_pool(lowering: str, x_shape: Sequence[int], window: int | Sequence[int],
+                     stride: int | Sequence[int], padding: int | Sequence[int],
+                     backend: str | None = None, dtype: Any = jnp.float32,
                      onednn_preferred: bool | None = None) -> str:
-    """Who computes a max-pool of x [N, *spatial, C] (2 or 3 spatial dims): "onednn" or "xla".
+    """Who computes a max-pool of x [N, *spatial, C] (2 or 3 spatial dims; window, stride,
+    padding: one int or one per spatial dim): "onednn" or "xla".
 
     oneDNN where the convolutions' `lowering` asks for it ("onednn", or "auto" for inputs of
     ONEDNN_AUTO_MIN_POOL_ELEMENTS and more where `onednn.preferred(dtype)`), on the CPU in
@@ -162,9 +164,11 @@ def resolve_max_pool(lowering: str, x_shape: Sequence[int], window: int, stride:
     if (lowering not in ("auto", "onednn") or not on_cpu
             or precision not in (jnp.float32, jnp.bfloat16)):
         return "xla"
-    if len(x_shape) not in (4, 5) or any(
-            onednn_pool.max_pool_high_padding(size, window, stride, padding) < 0
-            for size in x_shape[1:-1]):
+    if len(x_shape) not in (4, 5):
+        return "xla"
+    dims = len(x_shape) - 2
+    if any(onednn_pool.max_pool_high_padding(size, w, s, p) < 0 for size, w, s, p in zip(
+            x_shape[1:-1], *(onednn_pool.per_axis(v, dims) for v in (window, stride, padding)))):
         return "xla"
     preferred = onednn.preferred(precision) if onednn_preferred is None else onednn_preferred
     if precision == jnp.bfloat16 and not preferred:

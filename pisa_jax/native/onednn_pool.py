@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -22,19 +23,29 @@ def max_pool_high_padding(size: int, window: int, stride: int, padding: int) -> 
     return (out - 1) * stride + window - size - padding
 
 
-def max_pool(x: jnp.ndarray, window: int, stride: int, padding: int) -> jnp.ndarray:
+def per_axis(value: int | Sequence[int], dims: int) -> tuple[int, ...]:
+    """A pool's window, stride or padding for each of `dims` spatial dims (an int: all alike)."""
+    values = (value,) * dims if isinstance(value, int) else tuple(int(v) for v in value)
+    if len(values) != dims:
+        raise ValueError(f"expected one value or {dims}, got {value!r}")
+    return values
+
+
+def max_pool(x: jnp.ndarray, window: int | Sequence[int], stride: int | Sequence[int],
+             padding: int | Sequence[int]) -> jnp.ndarray:
     """`torch.nn.MaxPoolNd(window, stride, padding)` (floor mode, the padding never the maximum)
     on x [N, *spatial, C] (2 or 3 spatial dims), float32 (or bfloat16 where `onednn.supports` it) ->
-    [N, *spatial_out, C]. The gradient goes to the first maximum of each window, as PyTorch's
-    does. Every spatial dim's high padding (`max_pool_high_padding`) must be >= 0."""
+    [N, *spatial_out, C]; window, stride, padding: one int or one per spatial dim. The gradient
+    goes to the first maximum of each window, as PyTorch's does. Every spatial dim's high
+    padding (`max_pool_high_padding`) must be >= 0."""
     onednn.check_available()
     onednn.check_dtype("max-pool", x.dtype)
-    if x.ndim == 4:  # 2D: the handlers run it as depth 1, without a reshape (see above)
-        return _max_pool3d(x, x.shape, (1, window, window), (1, stride, stride),
-                           (0, padding, padding))
-    if x.ndim != 5:
+    if x.ndim not in (4, 5):
         raise ValueError(f"oneDNN max-pool takes 2D or 3D inputs, got shape {x.shape}")
-    return _max_pool3d(x, x.shape, (window,) * 3, (stride,) * 3, (padding,) * 3)
+    window, stride, padding = (per_axis(v, x.ndim - 2) for v in (window, stride, padding))
+    if x.ndim == 4:  # 2D: the handlers run it as depth 1, without a reshape (see above)
+        return _max_pool3d(x, x.shape, (1, *window), (1, *stride), (0, *padding))
+    return _max_pool3d(x, x.shape, window, stride, padding)
 
 
 def _high_padding(shape, window, strides, padding) -> tuple[int, ...]:

@@ -12,7 +12,8 @@ from parity_helpers import assert_parity, flax_param_count
 
 from pisa_jax.convert import convert_state_dict, load_converted, main
 from pisa_jax.models import C3D
-from pisa_jax.models.c3d import max_pool_per_axis, pool5_shape
+from pisa_jax.models.c3d import pool5_shape
+from pisa_jax.models.layers import torch_max_pool
 
 NARROW = 4  # base_width of the fast tests: every layer 16x narrower than the real net
 
@@ -150,15 +151,22 @@ def test_cli_refuses_c3d_weights_for_another_source(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_pool5_padding_like_pytorch(torch_c3d):
-    """MaxPool3d((2,2,2), padding (0,1,1)) on negative values: -inf padding, floor mode."""
+@pytest.mark.parametrize("window, padding", [((1, 2, 2), (0, 0, 0)), ((2, 2, 2), (0, 1, 1))])
+def test_pools_and_their_gradients_like_pytorch(torch_c3d, window, padding):
+    """MaxPool3d(window, stride=window, padding) as pool1 and pool5 use it: -inf padding (all
+    values negative), floor mode, and on ties the gradient to the first maximum."""
     import torch
-    x = -1.0 - np.random.default_rng(3).random((2, 4, 3, 7, 7)).astype(np.float32)
-    pool = torch.nn.MaxPool3d(2, stride=2, padding=(0, 1, 1))
-    want = np.moveaxis(pool(torch.from_numpy(x)).numpy(), 1, -1)
-    got = np.asarray(max_pool_per_axis(jnp.moveaxis(x, 1, -1), (2, 2, 2), (2, 2, 2), (0, 1, 1)))
-    assert got.shape == want.shape == (2, 1, 4, 4, 4)
-    np.testing.assert_array_equal(got, want)
+    x = -1.0 - np.random.default_rng(3).integers(0, 3, (2, 4, 3, 7, 7)).astype(np.float32)
+    cotangent_shape = torch.nn.MaxPool3d(window, window, padding)(torch.from_numpy(x)).shape
+    cotangent = np.random.default_rng(4).standard_normal(cotangent_shape).astype(np.float32)
+    xt = torch.from_numpy(x).requires_grad_()
+    want = torch.nn.MaxPool3d(window, window, padding)(xt)
+    want.backward(torch.from_numpy(cotangent))
+    got, vjp = jax.vjp(lambda x: torch_max_pool(x, window, window, padding),
+                       jnp.moveaxis(x, 1, -1))
+    np.testing.assert_array_equal(np.asarray(got), np.moveaxis(want.detach().numpy(), 1, -1))
+    grad = vjp(jnp.moveaxis(cotangent, 1, -1))[0]
+    np.testing.assert_array_equal(np.asarray(grad), np.moveaxis(xt.grad.numpy(), 1, -1))
 
 
 def test_rejects_bad_input():
