@@ -37,6 +37,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from pisa_jax.models.custom_gradients import torch_dense
 from pisa_jax.models.layers import stem_input_channels, torch_conv, torch_max_pool
 
 SPORTS1M_CLASSES = 487
@@ -104,7 +105,7 @@ class C3D(nn.Module):
         x = jnp.transpose(x, (0, 4, 1, 2, 3)).reshape(x.shape[0], -1)
 
         def dense(features, name):
-            return nn.Dense(features, dtype=self.dtype, param_dtype=jnp.float32, name=name)
+            return torch_dense(features, dtype=self.dtype, name=name)
 
         x = nn.relu(dense(self.feature_dim, "fc6")(x))  # [N, 4096]
         if self.num_classes is None:

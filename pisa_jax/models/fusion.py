@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from pisa_jax.models.c3d import C3D
+from pisa_jax.models.custom_gradients import torch_dense
 from pisa_jax.models.resnet2d import ResNet2D
 from pisa_jax.models.resnet3d import ResNet3D
 
@@ -39,9 +40,9 @@ class ClassifierHead(nn.Module):
     @nn.compact
     def __call__(self, features: jnp.ndarray, train: bool) -> jnp.ndarray:
         x = nn.Dropout(self.dropout, deterministic=not train)(features)
-        x = nn.Dense(self.hidden, dtype=self.dtype, param_dtype=jnp.float32, name="hidden")(x)
+        x = torch_dense(self.hidden, dtype=self.dtype, name="hidden")(x)
         x = nn.Dropout(self.dropout, deterministic=not train)(nn.relu(x))
-        x = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32, name="out")(x)
+        x = torch_dense(self.num_classes, dtype=self.dtype, name="out")(x)
         return x.astype(jnp.float32)
 
 

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from pisa_jax.models.batch_norm import BatchNorm
+from pisa_jax.models.custom_gradients import add_bias, torch_dense
 from pisa_jax.models.lowering import check_lowering, convolve, resolve_max_pool
 from pisa_jax.native import onednn_pool
 
@@ -84,7 +85,7 @@ class TorchConv(nn.Module):
             x = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, missing)])
             kernel = jnp.pad(kernel, [(0, 0)] * (kernel.ndim - 2) + [(0, missing), (0, 0)])
         y = convolve(x, kernel, self.strides, self.padding, self.lowering)
-        return y if bias is None else y + bias
+        return y if bias is None else add_bias(y, bias)
 
 
 def torch_conv(features: int, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int],
@@ -216,7 +217,7 @@ def pool_and_classify(x: jnp.ndarray, num_classes: int | None, *, dtype: Any) ->
     features = jnp.mean(x.astype(jnp.float32), axis=tuple(range(1, x.ndim - 1)))
     if num_classes is None:
         return features
-    logits = nn.Dense(num_classes, dtype=dtype, param_dtype=jnp.float32, name="fc")(features)
+    logits = torch_dense(num_classes, dtype=dtype, name="fc")(features)
     return logits.astype(jnp.float32)
 
 
