@@ -207,6 +207,8 @@ def _main(argv=None) -> int:
                         help="x1,y1,x2,y2 pixel box (forearms, hands, keyboard) before resizing")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
+    from pisa_jax.compile_cache import enable_compilation_cache
+    enable_compilation_cache()  # silently: stdout is the result (--json)
     result = predict_recording(args.video, args.workdir, args.checkpoint, crop=args.crop)
     print(json.dumps(result, indent=2) if args.json else format_prediction(result))
     return 0

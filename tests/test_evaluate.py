@@ -40,6 +40,18 @@ def test_cli(smoke_run, tmp_path, capsys):
     assert "not a training workdir" in capsys.readouterr().err
 
 
+def test_the_command_uses_the_compilation_cache(smoke_run, monkeypatch, tmp_path):
+    import jax
+    _, workdir, _ = smoke_run
+    before = jax.config.jax_compilation_cache_dir
+    monkeypatch.setenv("PISA_JAX_COMPILATION_CACHE", str(tmp_path / "cache"))
+    try:
+        assert main(["--workdir", str(workdir)]) == 0
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "cache")
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
+
+
 def test_a_read_only_workdir_still_shows_the_scores(smoke_run, tmp_path, capsys, caplog,
                                                     monkeypatch):
     import os

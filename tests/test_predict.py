@@ -45,6 +45,23 @@ def test_prediction_and_cli(smoke_run, synthetic_tiny, capsys):
     assert "overall level:" in capsys.readouterr().out
 
 
+def test_the_command_uses_the_compilation_cache_and_keeps_its_json_clean(
+        smoke_run, synthetic_tiny, capsys, monkeypatch, tmp_path):
+    import json
+
+    import jax
+    _, workdir, _ = smoke_run
+    before = jax.config.jax_compilation_cache_dir
+    monkeypatch.setenv("PISA_JAX_COMPILATION_CACHE", str(tmp_path / "cache"))
+    try:
+        video = str(synthetic_tiny.manual_dir / "videos" / "1.mp4")
+        assert main([video, "--workdir", str(workdir), "--json"]) == 0
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "cache")
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
+    assert json.loads(capsys.readouterr().out)["level"] in range(1, 11)
+
+
 def test_unusable_recordings_are_clear_errors(smoke_run, tmp_path, capsys):
     _, workdir, _ = smoke_run
     spec = InputSpec.load(workdir)
