@@ -3,7 +3,8 @@
 
 A training run compiles its train and eval steps (minutes on a CPU at the paper's shapes, tens
 of seconds on a GPU); a resumed or repeated run with the same shapes and options loads them
-from this cache instead, as `evaluate` and `predict` load the eval step. One location for every command: $PISA_JAX_COMPILATION_CACHE if set
+from this cache instead, as a second `evaluate` or `predict` at the same shapes loads its eval
+step. One location for every command: $PISA_JAX_COMPILATION_CACHE if set
 ("off": pisa_jax turns none on, though JAX_COMPILATION_CACHE_DIR still applies), else a cache
 directory already given to JAX (JAX_COMPILATION_CACHE_DIR or jax.config), else
 ~/.cache/pisa_jax/jax_cache (under $XDG_CACHE_HOME when that is set). Entries are keyed by

@@ -90,7 +90,7 @@ def _main(argv=None) -> int:
                              "batch_size, rounded up to the devices)")
     args = parser.parse_args(argv)
     from pisa_jax.compile_cache import enable_compilation_cache
-    enable_compilation_cache()  # the eval step compiled by the training run, if it was cached
+    enable_compilation_cache()  # a second evaluation at the same shapes loads its eval step
     evaluate_workdir(args.workdir, args.checkpoint, data_dir=args.data_dir,
                      batch_size=args.batch_size)
     return 0
