@@ -7,8 +7,9 @@
 # In order of importance, each item a fresh process (its own GPU memory):
 #   1. bf16 vs float32 3D convolutions and the whole forward pass (benchmarks/bf16_check.py):
 #      some cuDNN 9.10-9.15 releases compute wrong bf16 3D convolutions;
-#   2. R18-3D + R18-2D, batch 32, bf16 and float32: the JAX step next to PyTorch eager,
-#      torch.compile, each with channels_last_3d (bf16 rows under autocast), cudnn.benchmark on;
+#   2. R18-3D + R18-2D, batch 32, bf16 (the target): the JAX step next to PyTorch eager and
+#      torch.compile, each with channels_last_3d (under autocast), cudnn.benchmark on; then
+#      float32 next to eager and eager + channels_last_3d;
 #   3. JAX's choices at that setting: the input path training takes on a GPU (the split in device
 #      memory, each batch gathered, flipped and normalised inside the step), the conv lowering
 #      (native, stacked, taps) and the layout flag --xla_gpu_force_conv_nhwc;
@@ -17,8 +18,9 @@
 #   5. the eval step at that setting (forward in eval mode: what scores the test split every
 #      epoch, and what predict runs), JAX next to PyTorch eager and eager + channels_last_3d;
 #   6. R50-3D + R50-2D and C3D + R18-2D at batch 32, then all three at batch 4, bf16 and float32,
-#      JAX next to PyTorch eager and eager + channels_last_3d (torch.compile only in item 2:
-#      each of its compilations takes a minute).
+#      JAX next to PyTorch eager and eager + channels_last_3d;
+#   7. item 2's float32 next to torch.compile (each of its compilations takes a minute or more,
+#      so it comes last).
 # Paper shapes: 10 clips x 16 x 112 x 112 per sample, 224x224 spectrograms, full width, 10 timed
 # steps per variant after a warm-up, one variant at a time (--schedule sequential: at batch 32
 # one variant's step needs tens of GiB, so they cannot all be alive at once; "peak memory" is the
@@ -49,11 +51,13 @@ if [ "${PISA_SUITE_TINY:-0}" = "1" ]; then
   CHECK_ARGS=(--clips 2 --tiny)
   TORCH_FULL=${PISA_SUITE_TORCH_FULL:-eager,eager+cl3d}   # torch.compile takes minutes on a CPU
   TORCH_LIGHT=${PISA_SUITE_TORCH_LIGHT:-eager}
+  TORCH_COMPILE=${PISA_SUITE_TORCH_COMPILE:-}
 else
   SHAPES=(--clips 10 --clip_length 16 --image_size 112 --spectrogram_size 224 --base_width 64 --steps 10)
   CHECK_ARGS=(--clips 32)
   TORCH_FULL=${PISA_SUITE_TORCH_FULL:-eager,compile,eager+cl3d,compile+cl3d}
   TORCH_LIGHT=${PISA_SUITE_TORCH_LIGHT:-eager,eager+cl3d}
+  TORCH_COMPILE=${PISA_SUITE_TORCH_COMPILE:-compile,compile+cl3d}
 fi
 
 in_budget() {  # $1: item name; false (and recorded) once the budget is spent
@@ -82,11 +86,11 @@ if in_budget "bf16 check"; then
     || echo "(bf16_check.py exited with $?: see above and $LOG)" >> "$CHECK"
 fi
 
-# 2. the target setting, every PyTorch variant
-for precision in bfloat16 float32; do
-  compare "r18+r18 b32 $precision" "$ROWS" --depths 18,18 --batch_size 32 --precision $precision \
-    --torch_variants "$(with_precision $precision "$TORCH_FULL")"
-done
+# 2. the target setting, every PyTorch variant in bf16; float32 without torch.compile (item 7)
+compare "r18+r18 b32 bfloat16" "$ROWS" --depths 18,18 --batch_size 32 --precision bfloat16 \
+  --torch_variants "$(with_precision bfloat16 "$TORCH_FULL")"
+compare "r18+r18 b32 float32" "$ROWS" --depths 18,18 --batch_size 32 --precision float32 \
+  --torch_variants "$TORCH_LIGHT"
 
 # 3. JAX's own choices at the target setting (no PyTorch: the rows compare with JAX's default)
 compare "r18+r18 b32 bf16: JAX lowering and layout" "$CHOICES" --depths 18,18 --batch_size 32 \
@@ -115,6 +119,12 @@ for batch in 32 4; do
     done
   done
 done
+
+# 7. item 2's float32 beside torch.compile
+if [ -n "$TORCH_COMPILE" ]; then
+  compare "r18+r18 b32 float32: torch.compile" "$ROWS" --depths 18,18 --batch_size 32 \
+    --precision float32 --torch_variants "$TORCH_COMPILE"
+fi
 
 ELAPSED=$(( $(date +%s) - START ))
 DEVICE=$(python -c "import jax; d = jax.devices()[0]; print(f'{d.device_kind} ({d.platform})')" 2>/dev/null)
