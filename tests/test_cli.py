@@ -49,6 +49,17 @@ def test_xla_running_out_of_memory_is_one_line_and_other_errors_stay_tracebacks(
         cli.run(breaks, [])
 
 
+@pytest.mark.parametrize("module", ["pisa_jax.train.flags", "pisa_jax.predict",
+                                    "pisa_jax.reproduce.cli"])
+def test_a_command_imports_no_jax_before_it_picks_its_allocator(module):
+    """run_command re-runs the process under tcmalloc first: JAX imported before that is ~1 s
+    lost (and its allocations made on the other allocator)."""
+    import subprocess
+    code = f"import sys, {module}; print('jax' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 # Every command refuses abbreviated flags: with abbreviations `--lr -1` would silently mean
 # `--lr_schedule -1`, and a typo would change what runs instead of stopping it. (module with
 # main, argv with an abbreviated flag, the abbreviation); each abbreviation is the prefix of

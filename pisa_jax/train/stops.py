@@ -15,8 +15,6 @@ import signal
 import threading
 from collections.abc import Callable
 
-import jax
-
 from pisa_jax.errors import UserError, out_of_memory_message
 
 
@@ -61,6 +59,7 @@ def out_of_memory_line(error: BaseException, where: str, config, checkpoints, lo
     """The one line for XLA running out of memory in `where` (a TrainConfig's run, its
     Checkpoints; lost: other processes gone, so no save can complete), with the change that
     fits it."""
+    import jax  # this module stays importable before a command picks its allocator
     devices = jax.device_count()
     if where == "the eval step":  # a resumable change: the run goes on from its checkpoint
         advice = (f"--eval_batch_size={config.evaluation_batch_size} ({devices} device(s)) is "
