@@ -16,7 +16,6 @@ from pathlib import Path
 from pisa_jax import cli
 from pisa_jax.errors import UserError
 
-from pisa_jax.train.checkpoints import SERIES
 
 
 class EvaluateError(UserError):
@@ -81,6 +80,7 @@ def evaluate_workdir(workdir: str | Path, which: str = "best", *, data_dir: str 
 def _main(argv=None) -> int:
     parser = cli.argument_parser("python -m pisa_jax.evaluate", __doc__)
     parser.add_argument("--workdir", required=True, help="the training run's workdir")
+    from pisa_jax.train.checkpoints import SERIES  # here: orbax and JAX load after the allocator
     parser.add_argument("--checkpoint", default="best", choices=SERIES,
                         help="which checkpoint to score (default: best)")
     parser.add_argument("--data_dir", default=None,

@@ -50,7 +50,7 @@ def test_xla_running_out_of_memory_is_one_line_and_other_errors_stay_tracebacks(
 
 
 @pytest.mark.parametrize("module", ["pisa_jax.train.flags", "pisa_jax.predict",
-                                    "pisa_jax.reproduce.cli"])
+                                    "pisa_jax.evaluate", "pisa_jax.reproduce.cli"])
 def test_a_command_imports_no_jax_before_it_picks_its_allocator(module):
     """run_command re-runs the process under tcmalloc first: JAX imported before that is ~1 s
     lost (and its allocations made on the other allocator)."""
