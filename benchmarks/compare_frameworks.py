@@ -163,7 +163,7 @@ def worker(args) -> None:
                           "version": f"jax {jax.__version__}"}
         step = TorchStep(args.worker[len("torch "):], args)
         return step, step.info
-    serve(build, lambda step: step.device_peak_bytes())
+    serve(build)
 
 
 def allocators(choices: str) -> dict[str, str | None]:

@@ -51,8 +51,7 @@ def main():
     per_step = (time.perf_counter() - t0) / args.steps
     samples_s = args.batch_size / per_step
     devices = step.devices
-    stats = devices[0].memory_stats() or {}
-    peak = stats.get("peak_bytes_in_use")
+    peak = step.device_peak_bytes()
     visual = "c3d" if args.visual_backbone == "c3d" else f"r{step.config.depths[0]}"
     rate = flops_text(step.flops_per_step(), per_step, devices[0], args.precision, len(devices))
     print(f"device={devices[0].device_kind} x{len(devices)} visual={visual} "

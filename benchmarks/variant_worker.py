@@ -30,10 +30,9 @@ def process_peak_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def serve(build: Callable[[], tuple[object, dict]], device_peak: Callable[[object], int | None]
-          ) -> None:
-    """The worker's side: build() -> (step with .run(), info), then answer "run" lines.
-    device_peak(step): the device's peak bytes, None on a CPU."""
+def serve(build: Callable[[], tuple[object, dict]]) -> None:
+    """The worker's side: build() -> (step, info), then answer "run" lines. The step has run()
+    and device_peak_bytes() (the device's peak, None on a CPU), as JaxStep and TorchStep do."""
     protocol = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # whatever the libraries print goes to stderr, not into the protocol
 
@@ -53,7 +52,7 @@ def serve(build: Callable[[], tuple[object, dict]], device_peak: Callable[[objec
             t0 = time.perf_counter()
             step.run()
             seconds = time.perf_counter() - t0
-            peak = device_peak(step)
+            peak = step.device_peak_bytes()
             send(seconds=seconds, peak_bytes=process_peak_bytes() if peak is None else peak)
         except Exception as error:  # noqa: BLE001 - e.g. out of memory, no compiler
             send(error=one_line(error))
