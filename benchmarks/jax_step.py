@@ -142,12 +142,13 @@ class JaxStep:
             step = make_train_step(run.model.clone(conv_lowering=args.conv_lowering), run.tx,
                                    self.config, data_on_device=args.data_on_device,
                                    compiler_options=self.options)
-            self.state = replicate(state)
+            self.state = replicate(state, donated=True)
         else:  # what evaluation and prediction run: the eval model, the trained variables
             step = make_eval_step(run.eval_model.clone(conv_lowering=args.conv_lowering),
                                   self.config, data_on_device=args.data_on_device,
                                   compiler_options=self.options)
             self.state = replicate(state.variables)
+        del state  # as training does: only the devices' copy stays alive
         if args.data_on_device:  # a split of 4 batches, gathered from inside the step
             mesh = jax.sharding.Mesh(np.array(self.devices), (BATCH_AXIS,))
             split = DeviceSplit.upload(_Rows(random_samples(args, 4 * args.batch_size)), mesh)

@@ -138,7 +138,7 @@ def _train(config: TrainConfig, workdir: Path, dataset: Dataset, spe: int,
         session = Session(run, workdir, checkpoints, log,
                           make_train_step(run.model, run.tx, config, data_on_device=on_device),
                           make_eval_step(run.eval_model, config, data_on_device=on_device),
-                          replicate(state), step, spe,
+                          replicate(state, donated=True), step, spe,
                           best, on_step)
         session.clock = pace.StepClock(spe, spe * config.epochs - step, jax.default_backend())
         del state
