@@ -26,8 +26,10 @@
 # one variant's step needs tens of GiB, so they cannot all be alive at once; "peak memory" is the
 # device allocator's). An item that would start after PISA_SUITE_BUDGET_S seconds (default 570)
 # is listed as skipped, so the suite ends within 10 minutes (0: no limit, the whole matrix).
+# PISA_SUITE_ITEMS (default 1,2,3,4,5,6,7) picks the items to run, e.g. "3,4,5,6,7" to go on
+# where a first run's budget ran out: a lent GPU may be a fresh machine with empty caches.
 # Compiled JAX programs are cached (JAX_COMPILATION_CACHE_DIR, default
-# ~/.cache/pisa_jax/jax_cache): a second run compiles less.
+# ~/.cache/pisa_jax/jax_cache): a second run on the same machine compiles less.
 # Needs JAX (CUDA), flax, optax, orbax, PyTorch and torchvision; nothing else.
 set -u
 cd "$(dirname "$0")/.."
@@ -35,6 +37,7 @@ REPO=$PWD
 OUT=${1:-/tmp/pisa_gpu_suite_$(date +%Y%m%d_%H%M%S)}
 mkdir -p "$OUT"
 BUDGET=${PISA_SUITE_BUDGET_S:-570}
+ITEMS=,${PISA_SUITE_ITEMS:-1,2,3,4,5,6,7},
 START=$(date +%s)
 ROWS=$OUT/rows.md
 CHOICES=$OUT/choices.md
@@ -60,52 +63,54 @@ else
   TORCH_COMPILE=${PISA_SUITE_TORCH_COMPILE:-compile,compile+cl3d}
 fi
 
-in_budget() {  # $1: item name; false (and recorded) once the budget is spent
+wanted() {  # $1: item number, $2: its name; false where not picked, or (recorded) once the
+            # budget is spent
   local elapsed=$(( $(date +%s) - START ))
+  case "$ITEMS" in *",$1,"*) ;; *) return 1 ;; esac
   if [ "$BUDGET" != "0" ] && [ "$elapsed" -ge "$BUDGET" ]; then
-    SKIPPED+=("$1"); return 1
+    SKIPPED+=("$1. $2"); return 1
   fi
-  echo "[$elapsed s] $1" | tee -a "$LOG"
+  echo "[$elapsed s] $1. $2" | tee -a "$LOG"
 }
 
 with_precision() {  # torch variant list for a precision: +bf16 after eager/compile in bf16
   if [ "$1" = "bfloat16" ]; then echo "$2" | sed -E 's/(eager|compile)/\1+bf16/g'; else echo "$2"; fi
 }
 
-compare() {  # $1 item name, $2 rows file, rest: compare_frameworks flags
-  local name=$1 rows=$2; shift 2
-  in_budget "$name" || return 0
+compare() {  # $1 item number, $2 its name, $3 rows file, rest: compare_frameworks flags
+  local item=$1 name=$2 rows=$3; shift 3
+  wanted "$item" "$name" || return 0
   python benchmarks/compare_frameworks.py "${SHAPES[@]}" "$@" --schedule sequential \
     --append_rows "$rows" >> "$LOG" 2>&1 \
     || echo "| $name | failed (exit $?), see $LOG | | | | | | |" >> "$rows"
 }
 
 # 1. bf16 correctness on this device
-if in_budget "bf16 check"; then
+if wanted 1 "bf16 check"; then
   python benchmarks/bf16_check.py "${CHECK_ARGS[@]}" > "$CHECK" 2>> "$LOG" \
     || echo "(bf16_check.py exited with $?: see above and $LOG)" >> "$CHECK"
 fi
 
 # 2. the target setting, every PyTorch variant in bf16; float32 without torch.compile (item 7)
-compare "r18+r18 b32 bfloat16" "$ROWS" --depths 18,18 --batch_size 32 --precision bfloat16 \
+compare 2 "r18+r18 b32 bfloat16" "$ROWS" --depths 18,18 --batch_size 32 --precision bfloat16 \
   --torch_variants "$(with_precision bfloat16 "$TORCH_FULL")"
-compare "r18+r18 b32 float32" "$ROWS" --depths 18,18 --batch_size 32 --precision float32 \
+compare 2 "r18+r18 b32 float32" "$ROWS" --depths 18,18 --batch_size 32 --precision float32 \
   --torch_variants "$TORCH_LIGHT"
 
 # 3. JAX's own choices at the target setting (no PyTorch: the rows compare with JAX's default)
-compare "r18+r18 b32 bf16: JAX lowering and layout" "$CHOICES" --depths 18,18 --batch_size 32 \
+compare 3 "r18+r18 b32 bf16: JAX lowering and layout" "$CHOICES" --depths 18,18 --batch_size 32 \
   --precision bfloat16 --torch_variants none \
   --jax_variants auto:data_on_device,native:xla_gpu_force_conv_nhwc=true,stacked,taps,stacked:xla_gpu_force_conv_nhwc=true
 
 # 4. the target setting's step, operation by operation
-if in_budget "r18+r18 b32 bf16: profile"; then
+if wanted 4 "r18+r18 b32 bf16: profile"; then
   python benchmarks/profile_step.py "${SHAPES[@]}" --depths 18,18 --batch_size 32 \
     --precision bfloat16 --top 20 --trace_dir "$OUT/trace" > "$PROFILE" 2>> "$LOG" \
     || echo "(profile_step.py exited with $?: see $LOG)" >> "$PROFILE"
 fi
 
 # 5. evaluation's step (what scores the test split every epoch, and what predict runs)
-compare "r18+r18 b32 bf16: eval step" "$ROWS" --depths 18,18 --batch_size 32 --precision bfloat16 \
+compare 5 "r18+r18 b32 bf16: eval step" "$ROWS" --depths 18,18 --batch_size 32 --precision bfloat16 \
   --step eval --torch_variants "$(with_precision bfloat16 "$TORCH_LIGHT")"
 
 # 6. the rest of the matrix
@@ -114,7 +119,7 @@ for batch in 32 4; do
     [ "$batch" = "32" ] && [ "$model" = "--depths 18,18" ] && continue   # item 2
     for precision in bfloat16 float32; do
       # shellcheck disable=SC2086  # $model holds two flags
-      compare "$model b$batch $precision" "$ROWS" $model --batch_size $batch --precision $precision \
+      compare 6 "$model b$batch $precision" "$ROWS" $model --batch_size $batch --precision $precision \
         --torch_variants "$(with_precision $precision "$TORCH_LIGHT")"
     done
   done
@@ -122,7 +127,7 @@ done
 
 # 7. item 2's float32 beside torch.compile
 if [ -n "$TORCH_COMPILE" ]; then
-  compare "r18+r18 b32 float32: torch.compile" "$ROWS" --depths 18,18 --batch_size 32 \
+  compare 7 "r18+r18 b32 float32: torch.compile" "$ROWS" --depths 18,18 --batch_size 32 \
     --precision float32 --torch_variants "$TORCH_COMPILE"
 fi
 
@@ -130,25 +135,25 @@ ELAPSED=$(( $(date +%s) - START ))
 DEVICE=$(python -c "import jax; d = jax.devices()[0]; print(f'{d.device_kind} ({d.platform})')" 2>/dev/null)
 VERSIONS=$(python -c "import jax, torch; print(f'jax {jax.__version__}, torch {torch.__version__}, CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}')" 2>/dev/null)
 {
-  echo "### GPU suite: $DEVICE, $VERSIONS, $(date -u +%Y-%m-%d), ${ELAPSED} s"
+  echo "### GPU suite: $DEVICE, $VERSIONS, $(date -u +%Y-%m-%d), ${ELAPSED} s, items ${ITEMS:1:-1}"
   echo
   echo "Shapes: ${SHAPES[*]}; medians, each variant alone on the GPU; \"its time / JAX's\" > 1: JAX is faster."
-  echo
-  echo "| configuration | variant | ms/step | samples/s | s per 516-sample epoch | model FLOP/s | peak memory | its time / JAX's |"
-  echo "|---|---|---|---|---|---|---|---|"
-  cat "$ROWS"
-  echo
-  echo "JAX's input path, conv lowering and layout flag (R18+R18, batch 32, bf16; time / the default JAX step):"
-  echo
-  echo "| configuration | variant | ms/step | samples/s | s per 516-sample epoch | model FLOP/s | peak memory | its time / JAX's |"
-  echo "|---|---|---|---|---|---|---|---|"
-  cat "$CHOICES"
-  echo
-  cat "$CHECK"
-  echo
-  echo "Where the JAX step's time goes (R18+R18, batch 32, bf16):"
-  echo
-  cat "$PROFILE"
+  HEADER="| configuration | variant | ms/step | samples/s | s per 516-sample epoch | model FLOP/s | peak memory | its time / JAX's |
+|---|---|---|---|---|---|---|---|"
+  if [ -s "$ROWS" ]; then
+    printf '\n%s\n' "$HEADER"; cat "$ROWS"
+  fi
+  if [ -s "$CHOICES" ]; then
+    printf '\n%s\n\n%s\n' "JAX's input path, conv lowering and layout flag (R18+R18, batch 32, bf16; time / the default JAX step):" "$HEADER"
+    cat "$CHOICES"
+  fi
+  if [ -s "$CHECK" ]; then
+    echo; cat "$CHECK"
+  fi
+  if [ -s "$PROFILE" ]; then
+    printf '\n%s\n\n' "Where the JAX step's time goes (R18+R18, batch 32, bf16):"
+    cat "$PROFILE"
+  fi
   if [ ${#SKIPPED[@]} -gt 0 ]; then
     echo
     echo "Skipped (time budget of ${BUDGET} s; PISA_SUITE_BUDGET_S=0 runs everything):"

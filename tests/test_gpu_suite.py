@@ -1,0 +1,28 @@
+"""benchmarks/gpu_suite.sh: its tiny dry run on a CPU, with only the items picked."""
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_only_the_picked_items_run_and_the_table_has_their_rows(tmp_path):
+    env = dict(os.environ, PISA_SUITE_TINY="1", PISA_SUITE_ITEMS="2",
+               PISA_SUITE_TORCH_FULL="none", PISA_SUITE_TORCH_LIGHT="none",
+               JAX_COMPILATION_CACHE_DIR=str(tmp_path / "cache"))
+    done = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_suite.sh"), str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    table = (tmp_path / "gpu_suite.md").read_text()
+    assert ", items 2\n" in table
+    rows = [line for line in table.splitlines() if line.startswith("| r18+r18 ")]
+    assert len(rows) == 2, table  # item 2: bf16 and float32, JAX only (no PyTorch variant)
+    assert rows[0].startswith("| r18+r18 bfloat16 b32 ") and rows[0].endswith("| 1.00 (JAX) |")
+    assert rows[1].startswith("| r18+r18 float32 b32 ") and rows[1].endswith("| 1.00 (JAX) |")
+    # the items not picked leave no section and are not reported as skipped
+    assert "conv lowering and layout flag" not in table and "Where the JAX step" not in table
+    assert "Skipped" not in table
+    log = (tmp_path / "log.txt").read_text()
+    assert "1. bf16 check" not in log and "5. " not in log
