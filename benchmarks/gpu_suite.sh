@@ -36,6 +36,7 @@ cd "$(dirname "$0")/.."
 REPO=$PWD
 OUT=${1:-/tmp/pisa_gpu_suite_$(date +%Y%m%d_%H%M%S)}
 mkdir -p "$OUT"
+PYTHON=${PYTHON:-python}  # the interpreter with JAX (and PyTorch): $PYTHON, else python on PATH
 BUDGET=${PISA_SUITE_BUDGET_S:-570}
 ITEMS=,${PISA_SUITE_ITEMS:-1,2,3,4,5,6,7},
 START=$(date +%s)
@@ -80,14 +81,14 @@ with_precision() {  # torch variant list for a precision: +bf16 after eager/comp
 compare() {  # $1 item number, $2 its name, $3 rows file, rest: compare_frameworks flags
   local item=$1 name=$2 rows=$3; shift 3
   wanted "$item" "$name" || return 0
-  python benchmarks/compare_frameworks.py "${SHAPES[@]}" "$@" --schedule sequential \
+  "$PYTHON" benchmarks/compare_frameworks.py "${SHAPES[@]}" "$@" --schedule sequential \
     --append_rows "$rows" >> "$LOG" 2>&1 \
     || echo "| $name | failed (exit $?), see $LOG | | | | | | |" >> "$rows"
 }
 
 # 1. bf16 correctness on this device
 if wanted 1 "bf16 check"; then
-  python benchmarks/bf16_check.py "${CHECK_ARGS[@]}" > "$CHECK" 2>> "$LOG" \
+  "$PYTHON" benchmarks/bf16_check.py "${CHECK_ARGS[@]}" > "$CHECK" 2>> "$LOG" \
     || echo "(bf16_check.py exited with $?: see above and $LOG)" >> "$CHECK"
 fi
 
@@ -104,7 +105,7 @@ compare 3 "r18+r18 b32 bf16: JAX lowering and layout" "$CHOICES" --depths 18,18 
 
 # 4. the target setting's step, operation by operation
 if wanted 4 "r18+r18 b32 bf16: profile"; then
-  python benchmarks/profile_step.py "${SHAPES[@]}" --depths 18,18 --batch_size 32 \
+  "$PYTHON" benchmarks/profile_step.py "${SHAPES[@]}" --depths 18,18 --batch_size 32 \
     --precision bfloat16 --top 20 --trace_dir "$OUT/trace" > "$PROFILE" 2>> "$LOG" \
     || echo "(profile_step.py exited with $?: see $LOG)" >> "$PROFILE"
 fi
@@ -132,8 +133,8 @@ if [ -n "$TORCH_COMPILE" ]; then
 fi
 
 ELAPSED=$(( $(date +%s) - START ))
-DEVICE=$(python -c "import jax; d = jax.devices()[0]; print(f'{d.device_kind} ({d.platform})')" 2>/dev/null)
-VERSIONS=$(python -c "import jax, torch; print(f'jax {jax.__version__}, torch {torch.__version__}, CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}')" 2>/dev/null)
+DEVICE=$("$PYTHON" -c "import jax; d = jax.devices()[0]; print(f'{d.device_kind} ({d.platform})')" 2>/dev/null)
+VERSIONS=$("$PYTHON" -c "import jax, torch; print(f'jax {jax.__version__}, torch {torch.__version__}, CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}')" 2>/dev/null)
 {
   echo "### GPU suite: $DEVICE, $VERSIONS, $(date -u +%Y-%m-%d), ${ELAPSED} s, items ${ITEMS:1:-1}"
   echo

@@ -4,12 +4,13 @@ from __future__ import annotations
 import os
 import pathlib
 import subprocess
+import sys
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_only_the_picked_items_run_and_the_table_has_their_rows(tmp_path):
-    env = dict(os.environ, PISA_SUITE_TINY="1", PISA_SUITE_ITEMS="2",
+    env = dict(os.environ, PYTHON=sys.executable, PISA_SUITE_TINY="1", PISA_SUITE_ITEMS="2",
                PISA_SUITE_TORCH_FULL="none", PISA_SUITE_TORCH_LIGHT="none",
                JAX_COMPILATION_CACHE_DIR=str(tmp_path / "cache"))
     done = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_suite.sh"), str(tmp_path)],
