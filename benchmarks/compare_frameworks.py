@@ -67,7 +67,7 @@ from pisa_jax import malloc  # noqa: E402
 from pisa_jax.errors import UserError  # noqa: E402
 from pisa_jax.models.lowering import CONV_LOWERINGS  # noqa: E402
 from torch_step import TorchStep  # noqa: E402
-from variant_worker import Worker, serve  # noqa: E402
+from variant_worker import Worker, result_line, serve  # noqa: E402
 
 TORCH_VARIANT_PARTS = ("eager", "compile", "bf16", "cl3d")
 
@@ -224,6 +224,7 @@ def main():
                     time.sleep(pause_s)
                     times[w.name].append(w.step())
                 w.close()
+                print(result_line(w, times[w.name]), flush=True)  # kept if a later one hangs
         else:
             for variant in variants[1:]:
                 workers[variant[0]] = start_worker(*variant)

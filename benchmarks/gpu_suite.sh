@@ -25,7 +25,10 @@
 # steps per variant after a warm-up, one variant at a time (--schedule sequential: at batch 32
 # one variant's step needs tens of GiB, so they cannot all be alive at once; "peak memory" is the
 # device allocator's). An item that would start after PISA_SUITE_BUDGET_S seconds (default 570)
-# is listed as skipped, so the suite ends within 10 minutes (0: no limit, the whole matrix).
+# is listed as skipped, and one still running PISA_SUITE_GRACE_S seconds (default 30) after it
+# is stopped (its finished variants are in the log, "done: ..." lines), so the suite prints its
+# table within 10 minutes (budget 0: no limit, the whole matrix). Give a lent machine's command
+# a time limit of at least the budget, the grace and a minute more.
 # PISA_SUITE_ITEMS (default 1,2,3,4,5,6,7) picks the items to run, e.g. "3,4,5,6,7" to go on
 # where a first run's budget ran out: a lent GPU may be a fresh machine with empty caches.
 # Compiled JAX programs are cached (JAX_COMPILATION_CACHE_DIR, default
@@ -38,6 +41,7 @@ OUT=${1:-/tmp/pisa_gpu_suite_$(date +%Y%m%d_%H%M%S)}
 mkdir -p "$OUT"
 PYTHON=${PYTHON:-python}  # the interpreter with JAX (and PyTorch): $PYTHON, else python on PATH
 BUDGET=${PISA_SUITE_BUDGET_S:-570}
+GRACE=${PISA_SUITE_GRACE_S:-30}
 ITEMS=,${PISA_SUITE_ITEMS:-1,2,3,4,5,6,7},
 START=$(date +%s)
 ROWS=$OUT/rows.md
@@ -59,7 +63,7 @@ if [ "${PISA_SUITE_TINY:-0}" = "1" ]; then
 else
   SHAPES=(--clips 10 --clip_length 16 --image_size 112 --spectrogram_size 224 --base_width 64 --steps 10)
   CHECK_ARGS=(--clips 32)
-  TORCH_FULL=${PISA_SUITE_TORCH_FULL:-eager,compile,eager+cl3d,compile+cl3d}
+  TORCH_FULL=${PISA_SUITE_TORCH_FULL:-eager,eager+cl3d,compile,compile+cl3d}  # compiles last
   TORCH_LIGHT=${PISA_SUITE_TORCH_LIGHT:-eager,eager+cl3d}
   TORCH_COMPILE=${PISA_SUITE_TORCH_COMPILE:-compile,compile+cl3d}
 fi
@@ -74,6 +78,17 @@ wanted() {  # $1: item number, $2: its name; false where not picked, or (recorde
   echo "[$elapsed s] $1. $2" | tee -a "$LOG"
 }
 
+until_limit() {  # seconds left of the budget and its grace (timeout's 0: none without a budget)
+  if [ "$BUDGET" = "0" ]; then echo 0; return; fi
+  local left=$(( START + BUDGET + GRACE - $(date +%s) ))
+  echo $(( left > 1 ? left : 1 ))
+}
+
+failed() {  # $1 exit status: why an item has no result
+  if [ "$1" = "124" ]; then echo "stopped at the time budget (finished variants: \"done:\" in $LOG)"
+  else echo "failed (exit $1), see $LOG"; fi
+}
+
 with_precision() {  # torch variant list for a precision: +bf16 after eager/compile in bf16
   if [ "$1" = "bfloat16" ]; then echo "$2" | sed -E 's/(eager|compile)/\1+bf16/g'; else echo "$2"; fi
 }
@@ -81,15 +96,15 @@ with_precision() {  # torch variant list for a precision: +bf16 after eager/comp
 compare() {  # $1 item number, $2 its name, $3 rows file, rest: compare_frameworks flags
   local item=$1 name=$2 rows=$3; shift 3
   wanted "$item" "$name" || return 0
-  "$PYTHON" benchmarks/compare_frameworks.py "${SHAPES[@]}" "$@" --schedule sequential \
-    --append_rows "$rows" >> "$LOG" 2>&1 \
-    || echo "| $name | failed (exit $?), see $LOG | | | | | | |" >> "$rows"
+  timeout "$(until_limit)" "$PYTHON" benchmarks/compare_frameworks.py "${SHAPES[@]}" "$@" \
+    --schedule sequential --append_rows "$rows" >> "$LOG" 2>&1 \
+    || echo "| $name | $(failed $?) | | | | | | |" >> "$rows"
 }
 
 # 1. bf16 correctness on this device
 if wanted 1 "bf16 check"; then
-  "$PYTHON" benchmarks/bf16_check.py "${CHECK_ARGS[@]}" > "$CHECK" 2>> "$LOG" \
-    || echo "(bf16_check.py exited with $?: see above and $LOG)" >> "$CHECK"
+  timeout "$(until_limit)" "$PYTHON" benchmarks/bf16_check.py "${CHECK_ARGS[@]}" > "$CHECK" \
+    2>> "$LOG" || echo "(bf16_check.py: $(failed $?))" >> "$CHECK"
 fi
 
 # 2. the target setting, every PyTorch variant in bf16; float32 without torch.compile (item 7)
@@ -105,9 +120,9 @@ compare 3 "r18+r18 b32 bf16: JAX lowering and layout" "$CHOICES" --depths 18,18 
 
 # 4. the target setting's step, operation by operation
 if wanted 4 "r18+r18 b32 bf16: profile"; then
-  "$PYTHON" benchmarks/profile_step.py "${SHAPES[@]}" --depths 18,18 --batch_size 32 \
-    --precision bfloat16 --top 20 --trace_dir "$OUT/trace" > "$PROFILE" 2>> "$LOG" \
-    || echo "(profile_step.py exited with $?: see $LOG)" >> "$PROFILE"
+  timeout "$(until_limit)" "$PYTHON" benchmarks/profile_step.py "${SHAPES[@]}" --depths 18,18 \
+    --batch_size 32 --precision bfloat16 --top 20 --trace_dir "$OUT/trace" > "$PROFILE" \
+    2>> "$LOG" || echo "(profile_step.py: $(failed $?))" >> "$PROFILE"
 fi
 
 # 5. evaluation's step (what scores the test split every epoch, and what predict runs)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -93,3 +94,13 @@ class Worker:
         if self.process.poll() is None:
             self.process.stdin.close()
             self.process.wait()
+
+
+def result_line(worker: Worker, seconds: list) -> str:
+    """One variant's result as soon as its steps are done: what the log keeps of a run that is
+    stopped before its table is printed (the time limit of a lent GPU)."""
+    done = [t for t in seconds if t is not None]
+    result = (f"{1e3 * statistics.median(done):.1f} ms/step, median of {len(done)}" if done
+              else f"failed: {worker.error}")
+    memory = "" if worker.peak_bytes is None else f", peak memory {worker.peak_bytes / 2**30:.2f} GiB"
+    return f"done: {worker.name}: {result}{memory}"

@@ -53,6 +53,8 @@ def test_the_schedule_decides_how_many_variants_are_alive_at_once(
     out = capsys.readouterr().out
     sequential = most_alive == 1
     assert ("one variant at a time" in out) == sequential
+    # one variant at a time: each one's result as soon as it is done, before the table
+    assert ("done: torch eager: 500.0 ms/step, median of 2, peak memory 1.00 GiB\n" in out) == sequential
     assert "| torch eager | 500.0 | 8.00 | 64.5 | n/a | 1.00 GiB | 2.00 |" in out
 
 

@@ -27,3 +27,17 @@ def test_only_the_picked_items_run_and_the_table_has_their_rows(tmp_path):
     assert "Skipped" not in table
     log = (tmp_path / "log.txt").read_text()
     assert "1. bf16 check" not in log and "5. " not in log
+
+
+def test_an_item_past_the_budget_and_its_grace_is_stopped_and_the_table_still_printed(tmp_path):
+    env = dict(os.environ, PYTHON=sys.executable, PISA_SUITE_TINY="1", PISA_SUITE_ITEMS="2,3",
+               PISA_SUITE_BUDGET_S="1", PISA_SUITE_GRACE_S="1",
+               PISA_SUITE_TORCH_FULL="none", PISA_SUITE_TORCH_LIGHT="none",
+               JAX_COMPILATION_CACHE_DIR=str(tmp_path / "cache"))
+    done = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_suite.sh"), str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    table = (tmp_path / "gpu_suite.md").read_text()
+    # the first item starts within the budget; JAX's compile alone outlasts budget and grace
+    assert "| r18+r18 b32 bfloat16 | stopped at the time budget" in table
+    assert "- 2. r18+r18 b32 float32\n- 3. r18+r18 b32 bf16: JAX lowering and layout" in table
