@@ -36,7 +36,8 @@ def main(process_id: int, port: int, data_dir: str, out_dir: str) -> None:
     batches = train_batches(dataset.train, global_batch_size=config.batch_size,
                             num_local_devices=jax.local_device_count(), seed=0, epoch=0)
     train_step = make_train_step(run.model, run.tx, config)
-    state, metrics = train_step(replicate(run.initial_state()), next(prefetch_to_device(batches)))
+    state, metrics = train_step(replicate(run.initial_state(), donated=True),  # as the loop does
+                                next(prefetch_to_device(batches)))
     host = unreplicate_to_host(state)
     leaves = jax.tree_util.tree_flatten_with_path(host.params)[0]
     np.savez(os.path.join(out_dir, f"params_{process_id}.npz"),
