@@ -42,7 +42,7 @@ mkdir -p "$OUT"
 PYTHON=${PYTHON:-python}  # the interpreter with JAX (and PyTorch): $PYTHON, else python on PATH
 BUDGET=${PISA_SUITE_BUDGET_S:-570}
 GRACE=${PISA_SUITE_GRACE_S:-30}
-ITEMS=,${PISA_SUITE_ITEMS:-1,2,3,4,5,6,7},
+ITEMS=",$(echo "${PISA_SUITE_ITEMS:-1,2,3,4,5,6,7}" | tr -d " "),"
 START=$(date +%s)
 ROWS=$OUT/rows.md
 CHOICES=$OUT/choices.md
