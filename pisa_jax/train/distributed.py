@@ -5,12 +5,15 @@ Replication uses `jax.device_put` with a sharding (jax 0.10 removed device_put_r
 """
 from __future__ import annotations
 
+import collections
+import functools
 import os
 import threading
 import time
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from pisa_jax.data.pipeline import BATCH_AXIS
@@ -148,29 +151,50 @@ def replicate(tree, devices=None, *, donated: bool = False):
 
     The sharding is the one pmap gives its outputs (a mesh axis named like the pmap axis), so
     the step compiles once: a state with any other sharding would be recompiled for at step 2.
-    `donated`: a step will donate the copies (the train state). On a CPU `jax.device_put` may
-    wrap an aligned host array in place instead of copying it (with one device; jax 0.10-0.12
-    do so even with `may_alias=False`), and XLA cannot reuse a buffer it does not own: the
-    first step would then write a whole second state beside the first (R34 + R34 at the second
-    benchmark shapes: the process's peak 3.07 against 2.5 GiB). One copy through XLA here
-    makes every buffer the runtime's own, before anything else is alive.
+
+    `donated`: for a state that a step will donate (the train state); `tree`'s JAX arrays are
+    consumed. The copies are then written by one XLA program, into buffers XLA owns, each
+    array's first copy in place of the array itself where XLA can. Through `jax.device_put`, a
+    CPU wraps an aligned host array in place instead of copying it (with one device or four;
+    jax 0.10-0.12 do so even with `may_alias=False`), and XLA cannot reuse a buffer it does not
+    own: the first step wrote a whole second state beside the first, and a copy made here
+    instead would hold two states at once (R34 + R34 at the second benchmark shapes, a 0.95 GiB
+    state: the process's peak 3.04 GiB, 2.50 with such a copy, 2.21 this way; tcmalloc).
     """
     devices = list(devices or jax.local_devices())
     mesh = jax.sharding.Mesh(np.array(devices), (BATCH_AXIS,))
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(BATCH_AXIS))
+    if donated:
+        leaves, treedef = jax.tree_util.tree_flatten(tree)
+        # consumed: the JAX arrays that appear once (one in two places cannot be donated: XLA
+        # would write over what it still reads) and that the program may take as they are
+        # (uncommitted, or on exactly these devices); the rest is read, and an array committed
+        # elsewhere copied here first (device_put's own donate=True crashed jax 0.10.2 then)
+        uses = collections.Counter(id(x) for x in leaves)
+        consumed = [i for i, x in enumerate(leaves) if isinstance(x, jax.Array)
+                    and uses[id(x)] == 1
+                    and (not x.committed or x.sharding.device_set == set(devices))]
+        kept = sorted(set(range(len(leaves))) - set(consumed))
+        everywhere = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        read = [jax.device_put(leaves[i], everywhere) if isinstance(leaves[i], jax.Array)
+                else leaves[i] for i in kept]
+        stack = jax.jit(functools.partial(_stacked_copies, copies=len(devices)),
+                        out_shardings=sharding, donate_argnums=0)
+        outputs = stack([leaves[i] for i in consumed], read)
+        ordered = dict(zip(consumed + kept, outputs[0] + outputs[1]))
+        return jax.tree_util.tree_unflatten(treedef, [ordered[i] for i in range(len(leaves))])
 
     def put(x):
         x = np.asarray(jax.device_get(x))
         return jax.device_put(np.broadcast_to(x, (len(devices),) + x.shape), sharding)
 
-    replicated = jax.tree_util.tree_map(put, tree)
-    if donated and devices[0].platform == "cpu":
-        replicated = jax.jit(_copy_leaves, out_shardings=sharding)(replicated)
-    return replicated
+    return jax.tree_util.tree_map(put, tree)
 
 
-def _copy_leaves(tree):
-    return jax.tree_util.tree_map(lambda x: x.copy(), tree)
+def _stacked_copies(consumed, kept, copies: int):
+    """Every leaf x -> [copies, *x.shape], each copy equal to x."""
+    return jax.tree_util.tree_map(
+        lambda x: jnp.broadcast_to(x[None], (copies,) + x.shape), (consumed, kept))
 
 
 def unreplicate_to_host(tree):
