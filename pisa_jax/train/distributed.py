@@ -1,7 +1,8 @@
 """Devices and hosts: multi-host start-up, batch splitting, replication for pmap.
 
 The pmap step keeps one copy of the state per local device (leading axis = local devices).
-Replication uses `jax.device_put` with a sharding (jax 0.10 removed device_put_replicated).
+Replication uses `jax.device_put` with a sharding (jax 0.10 removed device_put_replicated),
+or, for the train state that each step donates, one XLA program that consumes it.
 """
 from __future__ import annotations
 
