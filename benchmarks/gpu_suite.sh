@@ -24,7 +24,7 @@
 # Paper shapes: 10 clips x 16 x 112 x 112 per sample, 224x224 spectrograms, full width, 10 timed
 # steps per variant after a warm-up, one variant at a time (--schedule sequential: at batch 32
 # one variant's step needs tens of GiB, so they cannot all be alive at once; "peak memory" is the
-# device allocator's). An item that would start after PISA_SUITE_BUDGET_S seconds (default 570)
+# device allocator's). An item that would start after PISA_SUITE_BUDGET_S seconds (default 540)
 # is listed as skipped, and one still running PISA_SUITE_GRACE_S seconds (default 30) after it
 # is stopped (its finished variants are in the log, "done: ..." lines), so the suite prints its
 # table within 10 minutes (budget 0: no limit, the whole matrix). Give a lent machine's command
@@ -40,7 +40,7 @@ REPO=$PWD
 OUT=${1:-/tmp/pisa_gpu_suite_$(date +%Y%m%d_%H%M%S)}
 mkdir -p "$OUT"
 PYTHON=${PYTHON:-python}  # the interpreter with JAX (and PyTorch): $PYTHON, else python on PATH
-BUDGET=${PISA_SUITE_BUDGET_S:-570}
+BUDGET=${PISA_SUITE_BUDGET_S:-540}
 GRACE=${PISA_SUITE_GRACE_S:-30}
 ITEMS=",$(echo "${PISA_SUITE_ITEMS:-1,2,3,4,5,6,7}" | tr -d " "),"
 START=$(date +%s)
