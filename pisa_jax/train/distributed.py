@@ -198,15 +198,18 @@ def _stacked_copies(consumed, kept, copies: int):
         lambda x: jnp.broadcast_to(x[None], (copies,) + x.shape), (consumed, kept))
 
 
-def unreplicate_to_host(tree):
+def unreplicate_to_host(tree, *, copy: bool = True):
     """numpy copy of the first local replica: what checkpoints and reports store.
 
     Reads the first addressable shard directly (no indexing program to compile per leaf
-    shape, and valid on every host of a multi-host run)."""
+    shape, and valid on every host of a multi-host run). On a CPU np.asarray views the device
+    buffer that the next step donates, so by default each leaf is copied, for a caller that
+    keeps it. `copy=False` leaves those views to a reader that copies them before it returns:
+    a checkpoint save (orbax deep-copies host arrays before `save` returns and writes them in
+    the background; `tests/train/test_checkpoints.py` holds it to that), which then holds one
+    copy of the state, not two (R34 + R34: the training process's peak 4.65 -> 3.56 GB).
+    """
     def first(x):
-        if isinstance(x, jax.Array):
-            # A copy: on CPU np.asarray may view the device buffer, which the next step donates
-            # while an asynchronous checkpoint save may still be reading it.
-            return np.array(np.asarray(x.addressable_shards[0].data)[0], copy=True)
-        return np.array(x[0], copy=True)
+        replica = np.asarray(x.addressable_shards[0].data if isinstance(x, jax.Array) else x)[0]
+        return np.array(replica, copy=True) if copy else replica
     return jax.tree_util.tree_map(first, tree)

@@ -119,3 +119,20 @@ def test_the_layout_of_earlier_versions_still_loads_and_is_refused_for_training(
     assert int(load_trained(copy, "best")[1].step) == best
     with pytest.raises(LegacyLayoutError, match="earlier pisa-jax.*--restart"):
         Checkpoints(copy)
+
+
+def test_a_save_keeps_the_values_its_arrays_had_when_it_was_called(tmp_path):
+    # The train loop hands the save views of the device buffers that the next step overwrites
+    # (on a CPU, without a copy of its own): the checkpoint must hold the values at the call.
+    checkpoints = Checkpoints(tmp_path)
+    checkpoints.save(_tiny_state(1), {"epoch": 1})  # the first save waits for itself
+    buffer = np.full(1 << 22, 7.0, np.float32)
+    checkpoints.save(_tiny_state(2).replace(params={"w": buffer[:]}), {"epoch": 2})
+    buffer[:] = -1.0  # what the next step does to a donated buffer, while the save writes
+    checkpoints.wait()
+    checkpoints.close()
+    reader = Checkpoints(tmp_path, read_only=True)
+    restored, _, step = reader.restore(
+        _tiny_state(0).replace(params={"w": np.zeros(1 << 22, np.float32)}))
+    reader.close()
+    assert step == 2 and np.all(restored.params["w"] == 7.0)

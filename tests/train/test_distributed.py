@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pisa_jax.train.distributed import replicate
+from pisa_jax.train.distributed import replicate, unreplicate_to_host
 
 KERNEL = np.arange(1 << 16, dtype=np.float32).reshape(256, 256)
 
@@ -63,3 +63,13 @@ def test_the_copies_keep_the_sharding_the_step_compiles_for():
     plain = replicate(a_state(), devices)
     for a, b in zip(jax.tree_util.tree_leaves(donated), jax.tree_util.tree_leaves(plain)):
         assert a.sharding == b.sharding
+
+
+@pytest.mark.parametrize("copy", [True, False])
+def test_the_first_replica_on_the_host(copy):
+    replicated = replicate(a_state(), jax.local_devices()[:2], donated=True)
+    host = unreplicate_to_host(replicated, copy=copy)
+    np.testing.assert_array_equal(host["kernel"], KERNEL)
+    assert host["step"] == 3
+    if copy:  # memory of its own (a view of a device buffer is read-only)
+        assert host["kernel"].flags.writeable and host["kernel"].flags.owndata
