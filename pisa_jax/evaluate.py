@@ -17,7 +17,6 @@ from pisa_jax import cli
 from pisa_jax.errors import UserError
 
 
-
 class EvaluateError(UserError):
     """A flag value evaluation cannot use."""
 

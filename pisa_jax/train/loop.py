@@ -75,7 +75,8 @@ class Session:
 
     def save(self, accuracy: float | None = None) -> None:
         """A checkpoint of the current step; `accuracy`: its evaluation's, if it was evaluated."""
-        self.checkpoints.save(unreplicate_to_host(self.rstate, copy=False),  # saves copy
+        # views of the devices' buffers: the save copies them before it returns
+        self.checkpoints.save(unreplicate_to_host(self.rstate, copy=False),
                               self.best.meta(self.step / self.steps_per_epoch), accuracy=accuracy)
 
 
