@@ -11,6 +11,7 @@ from pisa_jax.data.on_device import DeviceSplit
 from pisa_jax.data.pipeline import NORMALIZATION
 from pisa_jax.data.pipeline import prepare_inputs as prepare
 from pisa_jax.models import SkillModel, c3d
+from pisa_jax.native import adam as native_adam
 from pisa_jax.train.distributed import replicate
 from pisa_jax.train.config import TrainConfigError, preset
 from pisa_jax.train.state import (InputSpec, create_run, create_train_state, init_model_variables,
@@ -230,3 +231,101 @@ def test_the_project_options_update_the_donated_parameters_in_place_with_the_sam
         states.append(jax.device_get(state))
     assert copies[1] < copies[0], copies
     jax.tree_util.tree_map(np.testing.assert_array_equal, states[0], states[1])
+
+
+
+GPU_SPEC = InputSpec(clips=2, clip_length=4, image_size=16, spectrogram_shape=(16, 16),
+                     num_classes=10)
+
+
+def traced_steps(config, monkeypatch, backend):
+    """Two train steps traced as on `backend` (what `jax.default_backend()` answers while the
+    model and optimiser trace; they still run on this CPU): the StableHLO of the train and
+    eval steps, the first state, the states and metrics after each step."""
+    with monkeypatch.context() as patch:
+        patch.setattr(jax, "default_backend", lambda: backend)
+        run = create_run(config, GPU_SPEC)
+        step = make_train_step(run.model, run.tx, config)
+        state = replicate_n(run.initial_state(), 1)
+        text = step.lower(state, shard(global_batch(), 1)).as_text()
+        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        text += make_eval_step(run.eval_model, config).lower(
+            variables, shard(global_batch(), 1)).as_text()
+        states, metrics = [jax.device_get(state)], []
+        for seed in range(2):
+            state, step_metrics = step(state, shard(global_batch(seed), 1))
+            states.append(jax.device_get(state))
+            metrics.append(jax.device_get(step_metrics))
+        return text, states, metrics
+
+
+def update_directions(states):
+    return jax.tree_util.tree_map(lambda a, b: np.sign(b - a), states[0].params, states[1].params)
+
+
+@pytest.mark.slow
+def test_the_step_a_gpu_traces_calls_no_cpu_handler_and_computes_what_the_cpus_does(
+        monkeypatch):
+    """No GPU has run this project, so the GPU's form of the step (native 3D convolutions,
+    XLA's max-pool, BatchNorm and Adam; in bf16 the stem padded to 8 channels) is traced here
+    against the CPU's with the lowering "onednn" (oneDNN and the native handlers where they
+    build): the GPU's program must call none of the handlers, which are registered for the
+    CPU only, and must compute the same steps."""
+    runs = {}
+    for precision in ("float32", "bfloat16"):
+        config = CONFIG.replace(precision=precision, conv_lowering="onednn", weight_decay=0.1,
+                                learning_rate=1e-2)
+        for backend in ("cpu", "gpu"):
+            runs[precision, backend] = traced_steps(config, monkeypatch, backend)
+    for precision in ("float32", "bfloat16"):
+        (cpu_text, cpu_states, cpu_metrics), (gpu_text, gpu_states, gpu_metrics) = (
+            runs[precision, "cpu"], runs[precision, "gpu"])
+        assert "Pisa" not in gpu_text
+        assert ("Pisa" in cpu_text) == native_adam.available()  # the reference uses them
+        jax.tree_util.tree_map(np.testing.assert_array_equal, cpu_states[0], gpu_states[0])
+    # float32: as close as 1 and 4 devices are (see the on-device test); Adam's moments hold
+    # the gradients themselves, which BatchNorm's sums (float64 in the native ones) and the
+    # convolutions' orders of summation move by up to ~0.05 % of a tensor's largest value here.
+    close = functools.partial(np.testing.assert_allclose, rtol=2e-4, atol=2e-5)
+    (_, cpu_states, cpu_metrics), (_, gpu_states, gpu_metrics) = (runs["float32", "cpu"],
+                                                                  runs["float32", "gpu"])
+    for part in ("params", "batch_stats"):
+        jax.tree_util.tree_map(close, getattr(cpu_states[2], part), getattr(gpu_states[2], part))
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(
+        a, b, rtol=0, atol=2e-3 * np.abs(a).max() + 1e-9), cpu_states[2].opt_state,
+        gpu_states[2].opt_state)
+    jax.tree_util.tree_map(close, cpu_metrics, gpu_metrics)
+    # bf16 rounds the activations, and Adam's first update is ~ lr * sign(g), so a gradient near
+    # 0 steps either way: the first step's losses, and its update directions against float32's
+    # (a wrong gradient agrees on about half of a tensor; bf16 here on 98 % of all elements).
+    jax.tree_util.tree_map(functools.partial(np.testing.assert_allclose, rtol=1e-2),
+                           runs["bfloat16", "cpu"][2][0], runs["bfloat16", "gpu"][2][0])
+    reference = update_directions(runs["float32", "cpu"][1])
+    for backend in ("cpu", "gpu"):
+        directions = update_directions(runs["bfloat16", backend][1])
+        agree = jax.tree_util.tree_map(lambda a, b: (np.sum(a == b), a.size), reference,
+                                       directions)
+        counts = np.array(jax.tree_util.tree_leaves(agree)).reshape(-1, 2)
+        assert counts[:, 0].sum() / counts[:, 1].sum() > 0.95, backend
+        large = counts[counts[:, 1] >= 100]
+        assert (large[:, 0] / large[:, 1]).min() > 0.75, (backend, agree)
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_the_c3d_step_a_gpu_traces_calls_no_cpu_handler(monkeypatch, precision):
+    """C3D's own layers too (its max-pools, Dense and bias gradients): traced only."""
+    config = CONFIG.replace(visual_backbone="c3d", precision=precision, conv_lowering="onednn")
+    spec = InputSpec(clips=1, clip_length=16, image_size=16, spectrogram_shape=(16, 16),
+                     num_classes=10)
+    batch = jax.tree_util.tree_map(lambda x: x[:2, :1] if x.ndim > 3 else x[:2], global_batch())
+    batch["video"] = np.zeros((2, 1, 16, 16, 16, 3), np.uint8)
+    texts = {}
+    for backend in ("cpu", "gpu"):
+        with monkeypatch.context() as patch:
+            patch.setattr(jax, "default_backend", lambda backend=backend: backend)
+            run = create_run(config, spec)
+            step = make_train_step(run.model, run.tx, config)
+            state = jax.tree_util.tree_map(lambda x: x[None], run.initial_state())
+            texts[backend] = step.lower(state, shard(batch, 1)).as_text()
+    assert "Pisa" not in texts["gpu"]
+    assert ("Pisa" in texts["cpu"]) == native_adam.available()
