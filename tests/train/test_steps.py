@@ -12,6 +12,7 @@ from pisa_jax.data.pipeline import NORMALIZATION
 from pisa_jax.data.pipeline import prepare_inputs as prepare
 from pisa_jax.models import SkillModel, c3d
 from pisa_jax.native import adam as native_adam
+from pisa_jax.native import onednn
 from pisa_jax.train.distributed import replicate
 from pisa_jax.train.config import TrainConfigError, preset
 from pisa_jax.train.state import (InputSpec, create_run, create_train_state, init_model_variables,
@@ -259,6 +260,11 @@ def traced_steps(config, monkeypatch, backend):
         return text, states, metrics
 
 
+def cpu_lowering():
+    """oneDNN's where it is installed (an explicit "onednn" fails without it), else "auto"."""
+    return "onednn" if onednn.available() else "auto"
+
+
 def update_directions(states):
     return jax.tree_util.tree_map(lambda a, b: np.sign(b - a), states[0].params, states[1].params)
 
@@ -268,13 +274,13 @@ def test_the_step_a_gpu_traces_calls_no_cpu_handler_and_computes_what_the_cpus_d
         monkeypatch):
     """No GPU has run this project, so the GPU's form of the step (native 3D convolutions,
     XLA's max-pool, BatchNorm and Adam; in bf16 the stem padded to 8 channels) is traced here
-    against the CPU's with the lowering "onednn" (oneDNN and the native handlers where they
-    build): the GPU's program must call none of the handlers, which are registered for the
-    CPU only, and must compute the same steps."""
+    against the CPU's with the lowering "onednn" where oneDNN is installed (and the native
+    handlers where they build): the GPU's program must call none of the handlers, which are
+    registered for the CPU only, and must compute the same steps."""
     runs = {}
     for precision in ("float32", "bfloat16"):
-        config = CONFIG.replace(precision=precision, conv_lowering="onednn", weight_decay=0.1,
-                                learning_rate=1e-2)
+        config = CONFIG.replace(precision=precision, conv_lowering=cpu_lowering(),
+                                weight_decay=0.1, learning_rate=1e-2)
         for backend in ("cpu", "gpu"):
             runs[precision, backend] = traced_steps(config, monkeypatch, backend)
     for precision in ("float32", "bfloat16"):
@@ -314,7 +320,8 @@ def test_the_step_a_gpu_traces_calls_no_cpu_handler_and_computes_what_the_cpus_d
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
 def test_the_c3d_step_a_gpu_traces_calls_no_cpu_handler(monkeypatch, precision):
     """C3D's own layers too (its max-pools, Dense and bias gradients): traced only."""
-    config = CONFIG.replace(visual_backbone="c3d", precision=precision, conv_lowering="onednn")
+    config = CONFIG.replace(visual_backbone="c3d", precision=precision,
+                            conv_lowering=cpu_lowering())
     spec = InputSpec(clips=1, clip_length=16, image_size=16, spectrogram_shape=(16, 16),
                      num_classes=10)
     batch = jax.tree_util.tree_map(lambda x: x[:2, :1] if x.ndim > 3 else x[:2], global_batch())
