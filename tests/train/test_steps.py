@@ -239,22 +239,24 @@ GPU_SPEC = InputSpec(clips=2, clip_length=4, image_size=16, spectrogram_shape=(1
                      num_classes=10)
 
 
-def traced_steps(config, monkeypatch, backend):
-    """Two train steps traced as on `backend` (what `jax.default_backend()` answers while the
-    model and optimiser trace; they still run on this CPU): the StableHLO of the train and
-    eval steps, the first state, the states and metrics after each step."""
+def traced_steps(config, monkeypatch, backend, *, spec=GPU_SPEC, batch_at=global_batch,
+                 steps=2):
+    """`steps` train steps traced as on `backend` (what `jax.default_backend()` answers while
+    the model and optimiser trace; they still run on this CPU) on the global batches
+    `batch_at(0)`, `batch_at(1)`, ...: the StableHLO of the train and eval steps, the first
+    state, the states and metrics after each step."""
     with monkeypatch.context() as patch:
         patch.setattr(jax, "default_backend", lambda: backend)
-        run = create_run(config, GPU_SPEC)
+        run = create_run(config, spec)
         step = make_train_step(run.model, run.tx, config)
         state = replicate_n(run.initial_state(), 1)
-        text = step.lower(state, shard(global_batch(), 1)).as_text()
+        text = step.lower(state, shard(batch_at(0), 1)).as_text()
         variables = {"params": state.params, "batch_stats": state.batch_stats}
         text += make_eval_step(run.eval_model, config).lower(
-            variables, shard(global_batch(), 1)).as_text()
+            variables, shard(batch_at(0), 1)).as_text()
         states, metrics = [jax.device_get(state)], []
-        for seed in range(2):
-            state, step_metrics = step(state, shard(global_batch(seed), 1))
+        for seed in range(steps):
+            state, step_metrics = step(state, shard(batch_at(seed), 1))
             states.append(jax.device_get(state))
             metrics.append(jax.device_get(step_metrics))
         return text, states, metrics
@@ -319,20 +321,16 @@ def test_the_step_a_gpu_traces_calls_no_cpu_handler_and_computes_what_the_cpus_d
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
 def test_the_c3d_step_a_gpu_traces_calls_no_cpu_handler(monkeypatch, precision):
-    """C3D's own layers too (its max-pools, Dense and bias gradients): traced only."""
+    """C3D's own layers too (its max-pools, Dense and bias gradients): traced only, the train
+    and eval steps."""
     config = CONFIG.replace(visual_backbone="c3d", precision=precision,
                             conv_lowering=cpu_lowering())
     spec = InputSpec(clips=1, clip_length=16, image_size=16, spectrogram_shape=(16, 16),
                      num_classes=10)
     batch = {name: value[:2] for name, value in global_batch().items()}
     batch["video"] = np.zeros((2, 1, 16, 16, 16, 3), np.uint8)  # C3D's smallest clip
-    texts = {}
-    for backend in ("cpu", "gpu"):
-        with monkeypatch.context() as patch:
-            patch.setattr(jax, "default_backend", lambda backend=backend: backend)
-            run = create_run(config, spec)
-            step = make_train_step(run.model, run.tx, config)
-            state = jax.tree_util.tree_map(lambda x: x[None], run.initial_state())
-            texts[backend] = step.lower(state, shard(batch, 1)).as_text()
+    texts = {backend: traced_steps(config, monkeypatch, backend, spec=spec,
+                                   batch_at=lambda seed: batch, steps=0)[0]
+             for backend in ("cpu", "gpu")}
     assert "Pisa" not in texts["gpu"]
     assert ("Pisa" in texts["cpu"]) == native_adam.available()
