@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pisa_jax import cudnn
 from pisa_jax.models import SkillModel
 from pisa_jax.models.lowering import CONV_LOWERINGS, convolve
 
@@ -110,7 +111,9 @@ def model_errors(tiny: bool, clips: int, lowering: str) -> dict[str, float]:
 def main() -> int:
     args = parse_args()
     device = jax.devices()[0]
+    release = cudnn.version()
     print(f"bf16 vs float32 on {device.device_kind} ({device.platform}), jax {jax.__version__}, "
+          f"cuDNN {'.'.join(map(str, release)) if release else 'none'}, "
           f"lowering {args.lowering}, {args.clips} clips{' (tiny shapes)' if args.tiny else ''}")
     print("| check | max rel. error (y / dx / dw) | bound | result |")
     print("|---|---|---|---|")

@@ -37,6 +37,7 @@ def evaluate_workdir(workdir: str | Path, which: str = "best", *, data_dir: str 
         raise EvaluateError(f"--batch_size={batch_size}: expected a positive number of samples")
     import jax
 
+    from pisa_jax.cudnn import warn_if_bf16_unsafe
     from pisa_jax.train import figures, reports, videos
     from pisa_jax.train.checkpoints import load_trained
     from pisa_jax.train.distributed import replicate
@@ -44,6 +45,8 @@ def evaluate_workdir(workdir: str | Path, which: str = "best", *, data_dir: str 
     from pisa_jax.train.steps import make_eval_step, predict_split
     workdir = Path(workdir)
     run, state = load_trained(workdir, which)
+    if jax.process_index() == 0:
+        warn_if_bf16_unsafe(run.config.precision)
     dataset = open_training_data(run.config, data_dir)
     devices = jax.device_count()
     batch = batch_size or run.config.evaluation_batch_size

@@ -138,12 +138,14 @@ def predict_recording(path: str, workdir: str, which: str = "best", *, crop=None
     """Per-sample and overall predictions of the primary head (levels 1-10)."""
     import jax
 
+    from pisa_jax.cudnn import warn_if_bf16_unsafe
     from pisa_jax.train.checkpoints import load_trained
     from pisa_jax.train.distributed import replicate
     from pisa_jax.train.steps import make_eval_step, predict_split
     if not os.path.isfile(path):
         raise PredictError(f"{path}: no such file")
     run, state = load_trained(workdir, which)
+    warn_if_bf16_unsafe(run.config.precision)
     cut = cut_samples(path, run.spec, crop=crop, aural="aural" in run.config.modalities)
     devices = jax.device_count()
     variables = replicate(state.variables)

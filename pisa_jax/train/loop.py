@@ -21,6 +21,7 @@ from typing import Callable
 
 import jax
 
+from pisa_jax import cudnn
 from pisa_jax.data.dataset import Dataset, open_dataset
 from pisa_jax.data.on_device import place_splits
 from pisa_jax.data.pipeline import steps_per_epoch
@@ -101,9 +102,10 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path, *, override_con
         check_workdir_config(config, workdir, override=override_config)
     _log(f"pisa-jax training in {workdir} on {jax.device_count()} {jax.devices()[0].platform} "
          f"device(s), {jax.process_count()} process(es); config:\n{format_config(config)}")
-    note = pace.start_note(config, jax.default_backend())
-    if note:
-        _log(note)
+    for note in (pace.start_note(config, jax.default_backend()),
+                 cudnn.bf16_warning(config.precision)):
+        if note:
+            _log(note)
     dataset = dataset if dataset is not None else open_training_data(config)
     spe = steps_per_epoch(len(dataset.train), config.batch_size)
     if spe < 1:
