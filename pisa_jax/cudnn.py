@@ -38,6 +38,7 @@ def version() -> tuple[int, int, int] | None:
 
 
 def platform() -> str:
+    """JAX's default backend ("cpu", "gpu", ...); the tests stand a GPU in for it."""
     return jax.default_backend()
 
 
