@@ -111,9 +111,8 @@ def model_errors(tiny: bool, clips: int, lowering: str) -> dict[str, float]:
 def main() -> int:
     args = parse_args()
     device = jax.devices()[0]
-    release = cudnn.version()
     print(f"bf16 vs float32 on {device.device_kind} ({device.platform}), jax {jax.__version__}, "
-          f"cuDNN {'.'.join(map(str, release)) if release else 'none'}, "
+          f"cuDNN {cudnn.dotted(cudnn.version())}, "
           f"lowering {args.lowering}, {args.clips} clips{' (tiny shapes)' if args.tiny else ''}")
     print("| check | max rel. error (y / dx / dw) | bound | result |")
     print("|---|---|---|---|")

@@ -149,7 +149,7 @@ fi
 
 ELAPSED=$(( $(date +%s) - START ))
 DEVICE=$("$PYTHON" -c "import jax; d = jax.devices()[0]; print(f'{d.device_kind} ({d.platform})')" 2>/dev/null)
-VERSIONS=$("$PYTHON" -c "import jax, torch; from pisa_jax import cudnn; r = cudnn.version(); j = '.'.join(map(str, r)) if r else 'none'; print(f'jax {jax.__version__} on cuDNN {j}, torch {torch.__version__}, CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}')" 2>/dev/null)
+VERSIONS=$("$PYTHON" -c "import jax, torch; from pisa_jax import cudnn; print(f'jax {jax.__version__} on cuDNN {cudnn.dotted(cudnn.version())}, torch {torch.__version__}, CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}')" 2>/dev/null)
 {
   echo "### GPU suite: $DEVICE, $VERSIONS, $(date -u +%Y-%m-%d), ${ELAPSED} s, items ${ITEMS:1:-1}"
   echo

@@ -37,6 +37,11 @@ def version() -> tuple[int, int, int] | None:
         return None
 
 
+def dotted(release: tuple[int, int, int] | None) -> str:
+    """A release as people write it ("9.12.0"); "none" for None."""
+    return ".".join(map(str, release)) if release else "none"
+
+
 def platform() -> str:
     """JAX's default backend ("cpu", "gpu", ...); the tests stand a GPU in for it."""
     return jax.default_backend()
@@ -49,11 +54,10 @@ def bf16_warning(precision: str) -> str | None:
     release = version()
     if release is None or not FIRST_AFFECTED <= release < FIXED:
         return None
-    name = ".".join(map(str, release))
-    return (f"warning: this GPU runs cuDNN {name}, one of the releases (9.10.2 to 9.15) whose bf16 "
-            f"3D convolutions can be wrong on large shapes: check it with `python "
-            f"benchmarks/bf16_check.py` before trusting bf16 results, or train in float32 "
-            f"(--precision float32)")
+    return (f"warning: this GPU runs cuDNN {dotted(release)}, one of the releases (9.10.2 to "
+            f"9.15) whose bf16 3D convolutions can be wrong on large shapes: check it with "
+            f"`python benchmarks/bf16_check.py` before trusting bf16 results, or train in "
+            f"float32 (--precision float32)")
 
 
 def warn_if_bf16_unsafe(precision: str) -> None:

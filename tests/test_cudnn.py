@@ -20,6 +20,7 @@ def test_the_version_number_splits_as_cudnn_counts_it():
     assert cudnn.split_version(91501) == (9, 15, 1)
     assert cudnn.split_version(90100) == (9, 1, 0)
     assert cudnn.split_version(8906) == (8, 9, 6)     # cuDNN 8: major * 1000
+    assert cudnn.dotted((9, 10, 2)) == "9.10.2" and cudnn.dotted(None) == "none"
 
 
 def test_the_release_is_read_without_failing_where_there_is_none():
