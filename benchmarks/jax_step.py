@@ -99,6 +99,9 @@ def config_and_spec(args) -> tuple[TrainConfig, InputSpec]:
     return config, spec
 
 
+DEVICE_SPLIT_BATCHES = 4  # --data_on_device: batches in the split the step gathers from
+
+
 def random_samples(args, count: int, seed: int = 0) -> dict[str, np.ndarray]:
     """`count` random samples with the dataset's layout (uint8 video and spectrogram)."""
     rng = np.random.default_rng(seed)
@@ -108,6 +111,22 @@ def random_samples(args, count: int, seed: int = 0) -> dict[str, np.ndarray]:
             "spectrogram": rng.integers(0, 256, (count, spec, spec), dtype=np.uint8),
             "label": rng.integers(0, 10, count).astype(np.int32),
             "video_id": np.arange(count, dtype=np.int32)}
+
+
+def build_step(args, config: TrainConfig, spec: InputSpec, options: dict) -> tuple:
+    """(step, state): the project's train step (create_run's model and optimiser,
+    make_train_step) and its initial TrainState, or with --step eval the eval step
+    (make_eval_step: the eval model, what evaluation and prediction run) and the state's
+    variables; the state is on the host's default device, not yet replicated."""
+    run = create_run(config, spec)
+    state = run.initial_state()
+    if args.step == "train":
+        return make_train_step(run.model.clone(conv_lowering=args.conv_lowering), run.tx, config,
+                               data_on_device=args.data_on_device,
+                               compiler_options=options), state
+    return make_eval_step(run.eval_model.clone(conv_lowering=args.conv_lowering), config,
+                          data_on_device=args.data_on_device,
+                          compiler_options=options), state.variables
 
 
 class _Rows:
@@ -134,24 +153,16 @@ class JaxStep:
         if args.batch_size % len(self.devices):
             raise SystemExit(f"error: batch {args.batch_size} does not split over "
                              f"{len(self.devices)} devices")
-        run = create_run(self.config, self.spec)
         self.options = compiler_options(args)
         self.training = args.step == "train"
-        state = run.initial_state()
-        if self.training:
-            step = make_train_step(run.model.clone(conv_lowering=args.conv_lowering), run.tx,
-                                   self.config, data_on_device=args.data_on_device,
-                                   compiler_options=self.options)
-            self.state = replicate(state, donated=True)
-        else:  # what evaluation and prediction run: the eval model, the trained variables
-            step = make_eval_step(run.eval_model.clone(conv_lowering=args.conv_lowering),
-                                  self.config, data_on_device=args.data_on_device,
-                                  compiler_options=self.options)
-            self.state = replicate(state.variables)
-        del state  # as training does: only the devices' copy stays alive
+        step, state = build_step(args, self.config, self.spec, self.options)
+        # as training does: only the devices' copy stays alive
+        self.state = replicate(state, donated=True) if self.training else replicate(state)
+        del state
         if args.data_on_device:  # a split of 4 batches, gathered from inside the step
             mesh = jax.sharding.Mesh(np.array(self.devices), (BATCH_AXIS,))
-            split = DeviceSplit.upload(_Rows(random_samples(args, 4 * args.batch_size)), mesh)
+            split = DeviceSplit.upload(_Rows(random_samples(args, DEVICE_SPLIT_BATCHES
+                                                            * args.batch_size)), mesh)
             self.inputs = ((split.arrays, split.train_plan(
                 global_batch_size=args.batch_size, seed=0, epoch=0, flip=True)) if self.training
                 else (split.arrays, *split.eval_inputs(args.batch_size)[0]))
@@ -167,14 +178,7 @@ class JaxStep:
 
     @property
     def planned_bytes(self) -> int | None:
-        """What XLA's buffer assignment plans per device: arguments, outputs (less those that
-        reuse an argument's buffer) and temporaries; None where the backend does not say."""
-        try:
-            m = self.compiled.memory_analysis()
-            return int(m.argument_size_in_bytes + m.output_size_in_bytes
-                       - m.alias_size_in_bytes + m.temp_size_in_bytes)
-        except Exception:  # noqa: BLE001 - not every backend and version implements it
-            return None
+        return planned_bytes(self.compiled)
 
     def device_peak_bytes(self) -> int | None:
         """The most any device's allocator has held so far; None on a CPU (no such count)."""
@@ -202,6 +206,18 @@ class JaxStep:
     @property
     def normalization(self) -> str:
         return input_normalization(self.config)
+
+
+def planned_bytes(compiled) -> int | None:
+    """What XLA's buffer assignment plans per device for a compiled step: arguments, outputs
+    (less those that reuse an argument's buffer) and temporaries; None where the backend does
+    not say."""
+    try:
+        m = compiled.memory_analysis()
+        return int(m.argument_size_in_bytes + m.output_size_in_bytes
+                   - m.alias_size_in_bytes + m.temp_size_in_bytes)
+    except Exception:  # noqa: BLE001 - not every backend and version implements it
+        return None
 
 
 def peak_tflops(device, precision: str) -> float | None:

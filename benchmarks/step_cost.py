@@ -10,7 +10,7 @@ allocated: a view of a saved tensor counts again, so that is an upper bound.
 On a CPU, pass --conv_lowering native and PISA_JAX_ONEDNN=off for the GPU's program: XLA does
 not count what oneDNN's calls compute. A CPU's plan is the CPU's program's, not a GPU's: in bf16
 it also holds float32 copies of the convolutions' operands, and its max-pool gradient is
-expanded into full-size index arrays.
+expanded into full-size index arrays. An H100's plan: benchmarks/gpu_compile.py.
 
     PISA_JAX_ONEDNN=off python benchmarks/step_cost.py --batch_size 32 --precision bfloat16 \\
         --conv_lowering native --torch
