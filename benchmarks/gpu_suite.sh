@@ -7,12 +7,14 @@
 # In order of importance, each item a fresh process (its own GPU memory):
 #   1. bf16 vs float32 3D convolutions and the whole forward pass (benchmarks/bf16_check.py):
 #      some cuDNN 9.10-9.15 releases compute wrong bf16 3D convolutions;
-#   2. R18-3D + R18-2D, batch 32, bf16 (the target): the JAX step next to PyTorch eager and
-#      torch.compile, each with channels_last_3d (under autocast), cudnn.benchmark on; then
-#      float32 next to eager and eager + channels_last_3d;
+#   2. R18-3D + R18-2D, batch 32, bf16 (the target): the JAX step, and the same with the 3D
+#      convolutions channels last (--xla_gpu_force_conv_nhwc: on Hopper XLA lays 3D convolutions
+#      out channels first, 2D ones channels last; benchmarks/gpu_compile.py shows it), next to
+#      PyTorch eager and torch.compile, each with channels_last_3d (under autocast),
+#      cudnn.benchmark on; then float32 next to eager and eager + channels_last_3d;
 #   3. JAX's choices at that setting: the input path training takes on a GPU (the split in device
-#      memory, each batch gathered, flipped and normalised inside the step), the conv lowering
-#      (native, stacked, taps) and the layout flag --xla_gpu_force_conv_nhwc;
+#      memory, each batch gathered, flipped and normalised inside the step) and the conv lowering
+#      (stacked, taps: 2D convolutions, channels last without the flag);
 #   4. where JAX's step spends its time at that setting: the device kernels per XLA operation,
 #      from a jax.profiler trace (benchmarks/profile_step.py; the trace stays in OUT_DIR/trace);
 #   5. the eval step at that setting (forward in eval mode: what scores the test split every
@@ -109,14 +111,17 @@ fi
 
 # 2. the target setting, every PyTorch variant in bf16; float32 without torch.compile (item 7)
 compare 2 "r18+r18 b32 bfloat16" "$ROWS" --depths 18,18 --batch_size 32 --precision bfloat16 \
+  --jax_variants auto:xla_gpu_force_conv_nhwc=true \
   --torch_variants "$(with_precision bfloat16 "$TORCH_FULL")"
 compare 2 "r18+r18 b32 float32" "$ROWS" --depths 18,18 --batch_size 32 --precision float32 \
   --torch_variants "$TORCH_LIGHT"
 
-# 3. JAX's own choices at the target setting (no PyTorch: the rows compare with JAX's default)
-compare 3 "r18+r18 b32 bf16: JAX lowering and layout" "$CHOICES" --depths 18,18 --batch_size 32 \
-  --precision bfloat16 --torch_variants none \
-  --jax_variants auto:data_on_device,native:xla_gpu_force_conv_nhwc=true,stacked,taps,stacked:xla_gpu_force_conv_nhwc=true
+# 3. JAX's own choices at the target setting (no PyTorch: the rows compare with JAX's default).
+# The flag is not tried with stacked or taps: their 2D convolutions are channels last already
+# (the same program with and without it, benchmarks/gpu_compile.py).
+compare 3 "r18+r18 b32 bf16: JAX input path and lowering" "$CHOICES" --depths 18,18 \
+  --batch_size 32 --precision bfloat16 --torch_variants none \
+  --jax_variants auto:data_on_device,stacked,taps
 
 # 4. the target setting's step, operation by operation
 if wanted 4 "r18+r18 b32 bf16: profile"; then
@@ -160,7 +165,7 @@ VERSIONS=$("$PYTHON" -c "import jax, torch; from pisa_jax import cudnn; print(f'
     printf '\n%s\n' "$HEADER"; cat "$ROWS"
   fi
   if [ -s "$CHOICES" ]; then
-    printf '\n%s\n\n%s\n' "JAX's input path, conv lowering and layout flag (R18+R18, batch 32, bf16; time / the default JAX step):" "$HEADER"
+    printf '\n%s\n\n%s\n' "JAX's input path and conv lowering (R18+R18, batch 32, bf16; time / the default JAX step):" "$HEADER"
     cat "$CHOICES"
   fi
   if [ -s "$CHECK" ]; then

@@ -25,11 +25,13 @@ def test_only_the_picked_items_run_and_the_table_has_their_rows(tmp_path):
     table = run_suite(tmp_path, PISA_SUITE_ITEMS="2")
     assert ", items 2\n" in table
     rows = [line for line in table.splitlines() if line.startswith("| r18+r18 ")]
-    assert len(rows) == 2, table  # item 2: bf16 and float32
+    assert len(rows) == 3, table  # item 2: bf16 (the default, and channels last) and float32
     assert rows[0].startswith("| r18+r18 bfloat16 b32 ") and rows[0].endswith("| 1.00 (JAX) |")
-    assert rows[1].startswith("| r18+r18 float32 b32 ") and rows[1].endswith("| 1.00 (JAX) |")
+    assert rows[1].startswith("| r18+r18 bfloat16 b32 ")
+    assert "| jax auto:xla_gpu_force_conv_nhwc=true |" in rows[1]
+    assert rows[2].startswith("| r18+r18 float32 b32 ") and rows[2].endswith("| 1.00 (JAX) |")
     # the items not picked leave no section and are not reported as skipped
-    assert "conv lowering and layout flag" not in table and "Where the JAX step" not in table
+    assert "input path and conv lowering" not in table and "Where the JAX step" not in table
     assert "Skipped" not in table
     log = (tmp_path / "log.txt").read_text()
     assert "1. bf16 check" not in log and "5. " not in log
@@ -41,4 +43,4 @@ def test_an_item_past_the_budget_and_its_grace_is_stopped_and_the_table_still_pr
                       PISA_SUITE_GRACE_S="1")
     # the first item starts within the budget; JAX's compile alone outlasts budget and grace
     assert "| r18+r18 b32 bfloat16 | stopped at the time budget" in table
-    assert "- 2. r18+r18 b32 float32\n- 3. r18+r18 b32 bf16: JAX lowering and layout" in table
+    assert "- 2. r18+r18 b32 float32\n- 3. r18+r18 b32 bf16: JAX input path and lowering" in table
