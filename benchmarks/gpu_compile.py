@@ -51,8 +51,9 @@ JAX_MEMORY_SHARE = 0.75   # of the card, JAX's allocator's default limit
 CUDNN_CONV = re.compile(r'window=\{size=([\dx]+)[^}]*\}, dim_labels=(\w+)_\w+->\w+, '
                         r'custom_call_target="__cudnn\$conv(\w+)"')
 CUSTOM_CALL = re.compile(r'custom_call_target="([^"]+)"')
-# an all-reduce of the optimised HLO (async: its -start half): the shape it produces, then the op
-ALL_REDUCE = re.compile(r"= (\(?[a-z]\w*\[[^=]*?) all-reduce(?:-start)?\(")
+# an all-reduce of the optimised HLO (async: its -done half, whose shape is the result in every
+# jaxlib; the -start half's differs between them): the shape it produces, then the op
+ALL_REDUCE = re.compile(r"= (\(*[a-z]\w*\[[^=]*?) all-reduce(?:-done)?\(")
 ARRAY = re.compile(r"\b(pred|bf16|[suf]\d+)\[([\d,]*)\]")
 CONV_KINDS = {"Forward": "forward", "BiasActivationForward": "forward with bias and activation",
               "BackwardInput": "input gradient", "BackwardFilter": "filter gradient"}

@@ -25,7 +25,7 @@ TINY = ["--batch_size", "4", "--clips", "1", "--clip_length", "4", "--image_size
         "--spectrogram_size", "16", "--base_width", "2", "--depths", "10,18"]
 
 # Lines in the form XLA's optimised GPU HLO gives cuDNN's convolutions, a GEMM and all-reduces
-# (an async one in two halves, and a combined one).
+# (async ones in two halves, as jaxlib 0.10 and 0.11 write them, and a combined one).
 HLO = """
   %cudnn-conv.1 = (bf16[32,64,16,56,56]{4,3,2,1,0}, u8[0]{0}) custom-call(%a, %w), window={size=3x3x3 pad=1_1x1_1x1_1}, dim_labels=bf012_oi012->bf012, custom_call_target="__cudnn$convForward"
   %cudnn-conv.2 = (bf16[3,3,64,64]{3,2,1,0}, u8[0]{0}) custom-call(%b, %g), window={size=3x3 pad=1_1x1_1}, dim_labels=b01f_o01i->b01f, custom_call_target="__cudnn$convBackwardFilter"
@@ -34,6 +34,8 @@ HLO = """
   %all-reduce-start.1 = f32[2,64]{1,0} all-reduce-start(%s), channel_id=1, to_apply=%add
   %all-reduce-done.1 = f32[2,64]{1,0} all-reduce-done(%all-reduce-start.1)
   %all-reduce.2 = (f32[100]{0}, bf16[10]{0}) all-reduce(%g, %h), channel_id=2, to_apply=%add
+  %all-reduce-start.3 = ((f32[2,128]{1,0}), f32[2,128]{1,0}) all-reduce-start(%t), channel_id=3
+  %all-reduce-done.3 = f32[2,128]{1,0} all-reduce-done(%all-reduce-start.3)
 """
 
 
@@ -50,7 +52,7 @@ def test_convolutions_are_counted_by_rank_layout_and_kind():
 
 
 def test_all_reduces_are_counted_once_each_with_their_bytes():
-    assert gpu_compile.all_reduces(HLO) == (2, 2 * 64 * 4 + 100 * 4 + 10 * 2)
+    assert gpu_compile.all_reduces(HLO) == (3, 2 * 64 * 4 + 100 * 4 + 10 * 2 + 2 * 128 * 4)
 
 
 @pytest.mark.parametrize("step, data_on_device", [("train", False), ("eval", False),
