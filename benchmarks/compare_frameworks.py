@@ -62,7 +62,7 @@ import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
-from jax_step import JaxStep, add_step_flags, flops_text, median  # noqa: E402
+from jax_step import JaxStep, add_step_flags, flops_text, median, model_name  # noqa: E402
 from pisa_jax import malloc  # noqa: E402
 from pisa_jax.errors import UserError  # noqa: E402
 from pisa_jax.models.lowering import CONV_LOWERINGS  # noqa: E402
@@ -245,8 +245,7 @@ def main():
 
 def print_table(args, schedule, workers, times, libraries):
     info = next(iter(workers.values())).info
-    visual = "c3d" if args.visual_backbone == "c3d" else f"r{args.depths.split(',')[0]}"
-    configuration = (f"{visual}+r{args.depths.split(',')[1]} {args.precision} "
+    configuration = (f"{model_name(args)} {args.precision} "
                      f"b{args.batch_size} {args.clips}x{args.clip_length}x{args.image_size}^2 "
                      f"spec {args.spectrogram_size}^2 w{args.base_width}"
                      f"{' eval step' if args.step == 'eval' else ''}")

@@ -37,7 +37,7 @@ import jax
 import numpy as np
 
 from jax_step import (DEVICE_SPLIT_BATCHES, add_step_flags, build_step, compiler_options,
-                      config_and_spec, planned_bytes, random_samples)
+                      config_and_spec, planned_bytes, random_samples, step_description)
 from pisa_jax import cudnn
 from pisa_jax.data.on_device import eval_plan, train_plan
 from pisa_jax.data.pipeline import BATCH_AXIS
@@ -157,11 +157,7 @@ def other_calls(hlo_text: str) -> dict[str, int]:
 def report(args, hlo_text: str, planned: int | None, memory: int | None, compile_s: float,
            device_kind: str) -> list[str]:
     """The lines the script prints."""
-    visual = "c3d" if args.visual_backbone == "c3d" else f"r{args.depths.split(',')[0]}"
-    lines = [f"{visual}+r{args.depths.split(',')[1]} {args.step} step, {args.precision}, batch "
-             f"{args.batch_size} x {args.clips} clips of {args.clip_length}x{args.image_size}^2, "
-             f"spectrogram {args.spectrogram_size}^2, width {args.base_width}, lowering "
-             f"{args.conv_lowering}{', data on device' if args.data_on_device else ''}, "
+    lines = [f"{step_description(args)}{', data on device' if args.data_on_device else ''}, "
              f"XLA options {' '.join(args.xla_option) or 'none'}; compiled for {device_kind} "
              f"without it in {compile_s:.1f} s"]
     if planned is None:

@@ -90,6 +90,20 @@ def compiler_options(args) -> dict:
     return options
 
 
+def model_name(args) -> str:
+    """'r18+r18', 'c3d+r18': the visual and aural backbones of the step flags."""
+    visual_depth, aural_depth = args.depths.split(",")
+    visual = "c3d" if args.visual_backbone == "c3d" else f"r{visual_depth}"
+    return f"{visual}+r{aural_depth}"
+
+
+def step_description(args) -> str:
+    """The step and shapes the flags give, as the scripts' first lines name them."""
+    return (f"{model_name(args)} {args.step} step, {args.precision}, batch {args.batch_size} x "
+            f"{args.clips} clips of {args.clip_length}x{args.image_size}^2, spectrogram "
+            f"{args.spectrogram_size}^2, width {args.base_width}, lowering {args.conv_lowering}")
+
+
 def config_and_spec(args) -> tuple[TrainConfig, InputSpec]:
     depths = tuple(int(d) for d in args.depths.split(","))
     config = TrainConfig(depths=depths, precision=args.precision, batch_size=args.batch_size,

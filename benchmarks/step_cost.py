@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 
-from jax_step import JaxStep, add_step_flags
+from jax_step import JaxStep, add_step_flags, step_description
 
 GIB = 2**30
 
@@ -68,11 +68,7 @@ def main():
     args = p.parse_args()
     step = JaxStep(args)
     flops, planned = step.flops_per_step(), step.planned_bytes
-    visual = "c3d" if args.visual_backbone == "c3d" else f"r{args.depths.split(',')[0]}"
-    print(f"{visual}+r{args.depths.split(',')[1]} {args.step} step, {args.precision}, batch "
-          f"{args.batch_size} x {args.clips} clips of {args.clip_length}x{args.image_size}^2, "
-          f"spectrogram {args.spectrogram_size}^2, width {args.base_width}, lowering "
-          f"{args.conv_lowering}, on {step.devices[0].platform}")
+    print(f"{step_description(args)}, on {step.devices[0].platform}")
     if flops is None:
         print("model FLOPs: n/a (oneDNN runs the convolutions: use --conv_lowering native and "
               "PISA_JAX_ONEDNN=off)")
