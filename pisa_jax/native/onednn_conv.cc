@@ -206,6 +206,35 @@ Taps UsedDepthTaps(int64_t d_in, int64_t d_out, int64_t kd, int64_t stride, int6
   return last < first ? Taps{0, kd} : Taps{first, last - first + 1};
 }
 
+// x (channels last, logical dims x_dims = (N, C, [D,] H, W)) at the positions a 1x1(x1) kernel
+// with strides `s` reads for an output of y_dims, gathered into `buffer`: each position's C
+// channels are one contiguous run.
+void* Subsample(const void* x, const dims& x_dims, const dims& y_dims, const dims& s,
+                size_t element, std::vector<char>& buffer) {
+  const size_t rank = x_dims.size(), run = static_cast<size_t>(x_dims[1]) * element;
+  size_t positions = static_cast<size_t>(y_dims[0]);
+  for (size_t i = 2; i < rank; ++i) positions *= static_cast<size_t>(y_dims[i]);
+  if (buffer.size() < positions * run) buffer.resize(positions * run);
+  // Row-major strides of x's positions (N, [D,] H, W), in bytes.
+  std::vector<size_t> stride(rank - 1);
+  size_t step = run;
+  for (size_t i = rank - 1; i >= 2; --i) stride[i - 1] = step, step *= x_dims[i];
+  stride[0] = step;
+  const char* source = static_cast<const char*>(x);
+  std::vector<int64_t> at(rank - 1, 0);  // the output position (n, [d,] h, w)
+  for (size_t p = 0; p < positions; ++p) {
+    size_t offset = at[0] * stride[0];
+    for (size_t i = 1; i < rank - 1; ++i) offset += at[i] * s[i - 1] * stride[i];
+    std::memcpy(buffer.data() + p * run, source + offset, run);
+    for (size_t i = rank - 2;; --i) {  // the next position, the last dim fastest
+      if (++at[i] < (i == 0 ? y_dims[0] : y_dims[i + 1])) break;
+      at[i] = 0;
+      if (i == 0) break;
+    }
+  }
+  return buffer.data();
+}
+
 // RunPrimitive without the depth taps that only ever read the zero padding (at one frame, two
 // of a 3x3x3 kernel's three: the paper's last stage): they add nothing to y or dx, so the
 // primitive is made without them (less of the kernel reordered, a third of the work), and their
@@ -234,6 +263,27 @@ ffi::Error Run(int kind, dt activations, dt kernel, const dims& x_dims, const di
     x_used = flat(x_dims), y_used = flat(y_dims), w_used = flat(w_used);
     s_used = {s[1], s[2]}, lo_used = {lo[1], lo[2]}, hi_used = {hi[1], hi[2]};
   }
+  // A strided 1x1(x1) kernel's weight gradient reads x only at the strided positions: hand
+  // oneDNN those positions as a unit-stride problem. Its own strided form of it (jit_1x1's
+  // "reduce to unit stride" copy) writes past its buffer where the input has fewer channels
+  // than its block, on nhwc sources (oneDNN 3.2, AVX2: a 1x1 stride-2 conv with 4 input
+  // channels got a weight gradient 84 % off, different each run, and a correct one on 1 thread).
+  void* x_data = a;
+  if (kind == kWeightGradient && w_used.size() == x_used.size()) {
+    bool one_by_one = true, strided = false;
+    for (size_t i = 2; i < w_used.size(); ++i) {
+      one_by_one = one_by_one && w_used[i] == 1 && lo_used[i - 2] == 0 && hi_used[i - 2] == 0;
+      strided = strided || s_used[i - 2] > 1;
+    }
+    if (one_by_one && strided) {
+      thread_local std::vector<char> subsampled;
+      const size_t element = activations == dt::bf16 ? 2 : 4;
+      x_data = Subsample(a, x_used, y_used, s_used, element, subsampled);
+      x_used = y_used;
+      x_used[1] = x_dims[1];  // (N, C, [D,] H, W): the input's channels at the output's positions
+      std::fill(s_used.begin(), s_used.end(), 1);
+    }
+  }
   // The kernel (or, for the weight gradient, its gradient) from the first tap used on; dhwio:
   // one depth tap is a contiguous [kh, kw, I, O] block.
   char* kernel_base = static_cast<char*>(kind == kWeightGradient ? out : b);
@@ -250,7 +300,7 @@ ffi::Error Run(int kind, dt activations, dt kernel, const dims& x_dims, const di
     }
   }
   return RunPrimitive(kind, activations, kernel, x_used, w_used, y_used, s_used, lo_used,
-                      hi_used, a, kind == kWeightGradient ? b : kernel_used,
+                      hi_used, x_data, kind == kWeightGradient ? b : kernel_used,
                       kind == kWeightGradient ? kernel_used : out);
 }
 

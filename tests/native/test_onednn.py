@@ -24,6 +24,10 @@ CONVS = {
     **CONVS_3D,
     "2D stem": ((2, 13, 13, 1), (7, 7), 4, (2, 2), (3, 3)),
     "2D 3x3 stride 2, odd size": ((2, 9, 9, 4), (3, 3), 6, (2, 2), (1, 1)),
+    # fewer input channels than oneDNN's block: its own strided 1x1 weight gradient wrote past
+    # its buffer here (AVX2; the aural net's first downsample at base_width 4)
+    "2D 1x1 stride 2, 4 channels": ((2, 8, 8, 4), (1, 1), 8, (2, 2), (0, 0)),
+    "2D 1x1 strides 2 and 3, odd size": ((3, 9, 7, 4), (1, 1), 8, (2, 3), (0, 0)),
 }
 
 
