@@ -10,6 +10,9 @@ directory already given to JAX (JAX_COMPILATION_CACHE_DIR or jax.config), else
 ~/.cache/pisa_jax/jax_cache (under $XDG_CACHE_HOME when that is set). Entries are keyed by
 program, compiler options, device and jaxlib version, so a stale entry is never used; deleting
 the directory is always safe.
+A run of several processes on CPUs (jax.distributed over gloo) compiles afresh, whatever the
+settings: with jaxlib 0.12, a step process 0 loaded from the cache and process 1 compiled never
+finished its first cross-process all-reduce (each process writes and reads entries of its own).
 This module imports nothing from the project.
 """
 from __future__ import annotations
@@ -31,6 +34,9 @@ def enable_compilation_cache(directory: str | os.PathLike | None = None) -> Path
     and return it; None when the cache is turned off. Takes effect for compilations after the
     call, so call it before the first step is compiled (command start-up)."""
     import jax
+    if _multi_process_cpu():
+        jax.config.update("jax_enable_compilation_cache", False)  # JAX_COMPILATION_CACHE_DIR too
+        return None
     choice = directory if directory is not None else os.environ.get(ENV_VAR)
     if choice is not None and str(choice).strip().lower() in OFF:
         return None
@@ -44,8 +50,16 @@ def enable_compilation_cache(directory: str | os.PathLike | None = None) -> Path
     return path
 
 
+def _multi_process_cpu() -> bool:
+    """Several processes joined by jax.distributed, on CPUs (call after jax.distributed starts)."""
+    import jax
+    return jax.process_count() > 1 and jax.default_backend() == "cpu"
+
+
 def describe(path: Path | None) -> str:
     """The line a command prints at start."""
+    if path is None and _multi_process_cpu():
+        return "compilation cache: off (a run of several processes on CPUs compiles afresh)"
     if path is None:
         return f"compilation cache: off ({ENV_VAR}=off)"
     return f"compilation cache: {path} (set {ENV_VAR}=DIR to move it, =off to turn it off)"

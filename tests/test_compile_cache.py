@@ -51,3 +51,19 @@ def test_a_fresh_process_fills_the_cache(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == str(tmp_path / "cache")
     assert any((tmp_path / "cache").iterdir())
+
+
+def test_a_multi_process_cpu_run_compiles_afresh(tmp_path, monkeypatch, jax_cache_dir):
+    """Several processes on CPUs: no cache, whatever the settings (a step loaded from it by one
+    process hung the others' first all-reduce with jaxlib 0.12); one process keeps it."""
+    monkeypatch.setenv(compile_cache.ENV_VAR, str(tmp_path / "ours"))
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    before = jax.config.jax_enable_compilation_cache
+    try:
+        assert compile_cache.enable_compilation_cache() is None
+        assert jax.config.jax_enable_compilation_cache is False
+        assert "several processes" in compile_cache.describe(None)
+    finally:
+        jax.config.update("jax_enable_compilation_cache", before)
+    monkeypatch.setattr(jax, "process_count", lambda: 1)
+    assert compile_cache.enable_compilation_cache() == tmp_path / "ours"

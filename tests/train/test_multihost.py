@@ -5,6 +5,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,6 +26,19 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _wait_for_line(stream, text: str, timeout_s: float) -> bool:
+    """Reads `stream` until a line holds `text` (True), or its end or `timeout_s` (False)."""
+    found = threading.Event()
+
+    def read():
+        for line in stream:
+            if text in line:
+                found.set()
+                return
+    threading.Thread(target=read, daemon=True).start()
+    return found.wait(timeout_s)
 
 
 @pytest.mark.slow
@@ -65,10 +79,10 @@ def test_a_dead_process_stops_the_others_with_a_clear_line(synthetic_tiny, tmp_p
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=repo)
         for i in range(2)]
     try:
-        for line in procs[0].stdout:   # only the lead process prints progress
-            if "epoch 1/3: step 2/5" in line:
-                procs[1].kill()
-                break
+        # only the lead process prints progress; a run that never gets there fails, not hangs
+        started = _wait_for_line(procs[0].stdout, "epoch 1/3: step 2/5", timeout_s=300)
+        assert started, "process 0 never reached its second step"
+        procs[1].kill()
         killed_at = time.monotonic()
         out, err = procs[0].communicate(timeout=300)
         waited = time.monotonic() - killed_at
