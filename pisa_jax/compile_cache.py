@@ -51,8 +51,12 @@ def enable_compilation_cache(directory: str | os.PathLike | None = None) -> Path
 
 
 def _multi_process_cpu() -> bool:
-    """Several processes joined by jax.distributed, on CPUs (call after jax.distributed starts)."""
+    """Several processes joined by jax.distributed, on CPUs (call after jax.distributed starts).
+    Without jax.distributed it starts no backend: the single-process commands are unchanged."""
     import jax
+    from jax._src import distributed
+    if getattr(distributed.global_state, "client", None) is None:
+        return False
     return jax.process_count() > 1 and jax.default_backend() == "cpu"
 
 

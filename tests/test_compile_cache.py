@@ -57,6 +57,9 @@ def test_a_multi_process_cpu_run_compiles_afresh(tmp_path, monkeypatch, jax_cach
     """Several processes on CPUs: no cache, whatever the settings (a step loaded from it by one
     process hung the others' first all-reduce with jaxlib 0.12); one process keeps it."""
     monkeypatch.setenv(compile_cache.ENV_VAR, str(tmp_path / "ours"))
+    from jax._src import distributed
+    jax.devices()  # this process's backend first: a fake client must not reach its start-up
+    monkeypatch.setattr(distributed.global_state, "client", object())  # as if joined
     monkeypatch.setattr(jax, "process_count", lambda: 2)
     before = jax.config.jax_enable_compilation_cache
     try:
