@@ -208,30 +208,26 @@ Taps UsedDepthTaps(int64_t d_in, int64_t d_out, int64_t kd, int64_t stride, int6
 
 // x (channels last, logical dims x_dims = (N, C, [D,] H, W)) at the positions a 1x1(x1) kernel
 // with strides `s` reads for an output of y_dims, gathered into `buffer`: each position's C
-// channels are one contiguous run.
+// channels are one contiguous run. A 2D convolution is the 1-deep case.
 void* Subsample(const void* x, const dims& x_dims, const dims& y_dims, const dims& s,
                 size_t element, std::vector<char>& buffer) {
-  const size_t rank = x_dims.size(), run = static_cast<size_t>(x_dims[1]) * element;
-  size_t positions = static_cast<size_t>(y_dims[0]);
-  for (size_t i = 2; i < rank; ++i) positions *= static_cast<size_t>(y_dims[i]);
-  if (buffer.size() < positions * run) buffer.resize(positions * run);
-  // Row-major strides of x's positions (N, [D,] H, W), in bytes.
-  std::vector<size_t> stride(rank - 1);
-  size_t step = run;
-  for (size_t i = rank - 1; i >= 2; --i) stride[i - 1] = step, step *= x_dims[i];
-  stride[0] = step;
+  const bool deep = x_dims.size() == 5;
+  const int64_t x_d = deep ? x_dims[2] : 1, x_h = x_dims[x_dims.size() - 2],
+                x_w = x_dims.back();
+  const int64_t y_d = deep ? y_dims[2] : 1, y_h = y_dims[y_dims.size() - 2],
+                y_w = y_dims.back();
+  const int64_t s_d = deep ? s[0] : 1, s_h = s[s.size() - 2], s_w = s.back();
+  const size_t run = static_cast<size_t>(x_dims[1]) * element;
+  buffer.resize(std::max(buffer.size(), y_dims[0] * y_d * y_h * y_w * run));
   const char* source = static_cast<const char*>(x);
-  std::vector<int64_t> at(rank - 1, 0);  // the output position (n, [d,] h, w)
-  for (size_t p = 0; p < positions; ++p) {
-    size_t offset = at[0] * stride[0];
-    for (size_t i = 1; i < rank - 1; ++i) offset += at[i] * s[i - 1] * stride[i];
-    std::memcpy(buffer.data() + p * run, source + offset, run);
-    for (size_t i = rank - 2;; --i) {  // the next position, the last dim fastest
-      if (++at[i] < (i == 0 ? y_dims[0] : y_dims[i + 1])) break;
-      at[i] = 0;
-      if (i == 0) break;
-    }
-  }
+  char* target = buffer.data();
+  for (int64_t n = 0; n < y_dims[0]; ++n)
+    for (int64_t d = 0; d < y_d; ++d)
+      for (int64_t h = 0; h < y_h; ++h)
+        for (int64_t w = 0; w < y_w; ++w, target += run) {
+          const int64_t at = ((n * x_d + d * s_d) * x_h + h * s_h) * x_w + w * s_w;
+          std::memcpy(target, source + at * run, run);
+        }
   return buffer.data();
 }
 
@@ -269,7 +265,7 @@ ffi::Error Run(int kind, dt activations, dt kernel, const dims& x_dims, const di
   // than its block, on nhwc sources (oneDNN 3.2, AVX2: a 1x1 stride-2 conv with 4 input
   // channels got a weight gradient 84 % off, different each run, and a correct one on 1 thread).
   void* x_data = a;
-  if (kind == kWeightGradient && w_used.size() == x_used.size()) {
+  if (kind == kWeightGradient) {
     bool one_by_one = true, strided = false;
     for (size_t i = 2; i < w_used.size(); ++i) {
       one_by_one = one_by_one && w_used[i] == 1 && lo_used[i - 2] == 0 && hi_used[i - 2] == 0;
@@ -277,8 +273,8 @@ ffi::Error Run(int kind, dt activations, dt kernel, const dims& x_dims, const di
     }
     if (one_by_one && strided) {
       thread_local std::vector<char> subsampled;
-      const size_t element = activations == dt::bf16 ? 2 : 4;
-      x_data = Subsample(a, x_used, y_used, s_used, element, subsampled);
+      x_data = Subsample(a, x_used, y_used, s_used,
+                         dnnl::memory::data_type_size(activations), subsampled);
       x_used = y_used;
       x_used[1] = x_dims[1];  // (N, C, [D,] H, W): the input's channels at the output's positions
       std::fill(s_used.begin(), s_used.end(), 1);
@@ -291,7 +287,7 @@ ffi::Error Run(int kind, dt activations, dt kernel, const dims& x_dims, const di
   if (taps.count != kd) {
     const size_t tap_bytes =
         static_cast<size_t>(w_dims[0] * w_dims[1] * w_dims[3] * w_dims[4]) *
-        (kernel == dt::bf16 ? 2 : 4);
+        dnnl::memory::data_type_size(kernel);
     kernel_used += taps.first * tap_bytes;
     if (kind == kWeightGradient) {  // the taps left out get a zero gradient
       std::memset(kernel_base, 0, taps.first * tap_bytes);
