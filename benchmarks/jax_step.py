@@ -173,7 +173,7 @@ class JaxStep:
         # as training does: only the devices' copy stays alive
         self.state = replicate(state, donated=True) if self.training else replicate(state)
         del state
-        if args.data_on_device:  # a split of 4 batches, gathered from inside the step
+        if args.data_on_device:  # a split of a few batches, gathered from inside the step
             mesh = jax.sharding.Mesh(np.array(self.devices), (BATCH_AXIS,))
             split = DeviceSplit.upload(_Rows(random_samples(args, DEVICE_SPLIT_BATCHES
                                                             * args.batch_size)), mesh)
