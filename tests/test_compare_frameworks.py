@@ -58,6 +58,7 @@ def test_the_schedule_decides_how_many_variants_are_alive_at_once(
     assert "| torch eager | 500.0 | 8.00 | 64.5 | n/a | 1.00 GiB | 2.00 |" in out
 
 
+@pytest.mark.slow
 def test_a_real_run_gives_each_variant_its_time_memory_and_ratio(tmp_path):
     pytest.importorskip("torch")
     rows = tmp_path / "rows.md"

@@ -7,6 +7,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -21,6 +23,7 @@ def run_suite(out: pathlib.Path, **settings: str) -> str:
     return (out / "gpu_suite.md").read_text()
 
 
+@pytest.mark.slow
 def test_only_the_picked_items_run_and_the_table_has_their_rows(tmp_path):
     table = run_suite(tmp_path, PISA_SUITE_ITEMS="2")
     assert ", items 2\n" in table
