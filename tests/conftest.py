@@ -24,7 +24,8 @@ os.environ.setdefault("XLA_FLAGS", _test_xla_flags())
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # The commands under test would otherwise fill the user's compilation cache (~/.cache/pisa_jax).
 os.environ.setdefault("PISA_JAX_COMPILATION_CACHE", "off")
-# Instead, one cache for the whole session, shared with the subprocesses the tests start: most
+# Instead, one cache for the whole session, shared with the subprocesses the tests start and,
+# under `pytest -n 2`, with the workers (the controller sets it before it starts them): most
 # tests compile the same few tiny models, and compiling, not running, is where their time goes.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     import atexit  # noqa: E402
